@@ -1,0 +1,70 @@
+# Sluice task runner. `make test` and `make local` set everything up themselves on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The Lambda runtime's Python (3.13): pyenv's build if present, else whatever python3.13 is on PATH.
+PYENV_313 := $(shell pyenv root 2>/dev/null)/versions/3.13.0/bin/python
+BOOTSTRAP_PYTHON ?= $(or $(wildcard $(PYENV_313)),$(shell command -v python3.13),python3)
+# sam and cfn-lint need a region; nothing here talks to AWS.
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+export SAM_CLI_CONTAINER_CONNECTION_TIMEOUT := 1
+
+.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench
+
+help:
+	@echo "make test    - lint, cfn-lint, sam validate --lint, pytest (creates .venv on first run)"
+	@echo "make build   - sam build (arm64 wheels for the layer)"
+	@echo "make local   - the whole platform on this machine (arrives with the make-local issue)"
+	@echo "make bench   - benchmarks: sync-path overhead and cold start"
+
+$(BIN)/.installed: requirements-dev.txt
+	@test -x $(BIN)/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+cfn-lint: venv
+	$(BIN)/cfn-lint template.yaml
+
+validate: venv
+	$(BIN)/sam validate --lint --template template.yaml
+
+unit: venv
+	$(BIN)/python -m pytest
+
+test: lint cfn-lint validate unit
+
+build: venv
+	$(BIN)/sam build --template template.yaml
+
+openapi: venv
+	$(BIN)/python tools/openapi.py > openapi.json
+
+catalog-check: venv
+	$(BIN)/python tools/catalog.py validate $(or $(CATALOG),catalog/default.json)
+
+# Key management against a deployed stack: STACK=<stack name> TENANT=<tenant> [PLAN=<usage plan id>]
+key-create: venv
+	$(BIN)/python tools/keys.py --stack $(STACK) create --tenant $(TENANT) $(if $(PLAN),--usage-plan-id $(PLAN))
+key-list: venv
+	$(BIN)/python tools/keys.py --stack $(STACK) list $(if $(TENANT),--tenant $(TENANT))
+key-revoke: venv
+	$(BIN)/python tools/keys.py --stack $(STACK) revoke --key-id $(KEY_ID)
+
+bench: venv
+	$(BIN)/python benchmarks/sync_overhead.py
+	$(BIN)/python benchmarks/cold_start.py
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable > requirements-dev.txt
+
+clean:
+	rm -rf .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""Lambda authorizer: a bearer API key in, an allow policy with the tenant (or a 401) out."""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from sluice.auth.authorizer import Unauthorized, authorize
+
+logger = Logger()
+dynamodb = boto3.client("dynamodb")
+TABLE = os.environ["SLUICE_API_KEYS_TABLE"]
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict, _context: object) -> dict:
+    try:
+        decision = authorize(event, dynamodb=dynamodb, table=TABLE)
+    except Unauthorized:
+        logger.info("request refused", extra={"method_arn": event.get("methodArn")})
+        raise
+    logger.info("request allowed", extra={"tenant": decision["principalId"], "key_id": decision["context"]["key_id"]})
+    return decision

@@ -1,0 +1,26 @@
+"""The caller identity of a request, as API Gateway established it (Lambda authorizer or SigV4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sluice.errors import Unauthenticated
+
+
+@dataclass(frozen=True)
+class Caller:
+    # A tenant id for API-key callers, the IAM principal ARN for SigV4 callers: what catalog rules match.
+    identity: str
+    auth: str
+    key_id: str | None = None
+
+
+def caller_from_request_context(request_context: dict[str, Any]) -> Caller:
+    authorizer = request_context.get("authorizer") or {}
+    if authorizer.get("tenant"):
+        return Caller(identity=authorizer["tenant"], auth="api_key", key_id=authorizer.get("key_id"))
+    identity = request_context.get("identity") or {}
+    if identity.get("userArn"):
+        return Caller(identity=identity["userArn"], auth="iam")
+    raise Unauthenticated("No credentials: send 'Authorization: Bearer <api key>' or sign the request with SigV4.")

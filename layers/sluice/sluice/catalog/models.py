@@ -1,0 +1,107 @@
+"""The catalog document: logical model names mapped to their backend, limits, prices and audience.
+
+Platform teams edit it as JSON (README: "The model catalog"); pydantic validates it on load so a
+mistake is reported with the path of the offending field.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+Task = Literal["chat", "embedding", "predict"]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos in a hand-edited document: refuse them rather than ignore them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BedrockBackend(_Strict):
+    provider: Literal["bedrock"]
+    model_id: str = Field(min_length=1, description="Model id, inference profile id, or either's ARN")
+    # How /v1/embeddings shapes the InvokeModel body for this model.
+    embedding_format: Literal["titan-v2", "cohere"] | None = None
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return {"model_id": self.model_id}
+
+
+class SageMakerBackend(_Strict):
+    provider: Literal["sagemaker"]
+    endpoint_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    target_model: str | None = Field(default=None, min_length=1, description="Multi-model endpoint artifact")
+    target_variant: str | None = Field(default=None, min_length=1)
+    inference_component_name: str | None = Field(default=None, min_length=1)
+    content_type: str = "application/json"
+    accept: str = "application/json"
+    # Content types a caller may send to /invoke besides content_type.
+    extra_content_types: tuple[str, ...] = ()
+    # The request/response dialect of a chat container: OpenAI messages (LMI, vLLM, TGI Messages API).
+    chat_format: Literal["openai"] = "openai"
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return {
+            "endpoint_name": self.endpoint_name,
+            "target_model": self.target_model,
+            "target_variant": self.target_variant,
+            "inference_component_name": self.inference_component_name,
+        }
+
+
+Backend = Annotated[BedrockBackend | SageMakerBackend, Field(discriminator="provider")]
+
+
+class Limits(_Strict):
+    """Left out, a limit takes the stack's default (settings); token caps are off unless set."""
+
+    max_payload_bytes: int | None = Field(default=None, gt=0)
+    max_input_tokens: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0, le=900)
+
+
+class Pricing(_Strict):
+    """USD. Token prices for pay-per-token backends; instance price for provisioned endpoints."""
+
+    input_per_1k_tokens: float = Field(default=0.0, ge=0)
+    output_per_1k_tokens: float = Field(default=0.0, ge=0)
+    # Cost of a request is its share of instance time: backend seconds x hourly price / 3600.
+    instance_hourly_usd: float = Field(default=0.0, ge=0)
+
+
+class ModelEntry(_Strict):
+    description: str = Field(min_length=1)
+    task: Task
+    backend: Backend
+    limits: Limits = Limits()
+    pricing: Pricing = Pricing()
+    # Caller identities (tenant ids or IAM ARNs) allowed to use the model; shell-style globs, "*" for all.
+    allowed_callers: tuple[str, ...] = Field(min_length=1)
+    example_request: dict[str, Any] | None = None
+    # Shown in /v1/models, e.g. to flag an emulated backend in local mode.
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _task_fits_backend(self) -> ModelEntry:
+        if self.task == "embedding" and isinstance(self.backend, BedrockBackend) and not self.backend.embedding_format:
+            raise ValueError("backend.embedding_format is required for an embedding model on Bedrock")
+        if self.task == "embedding" and isinstance(self.backend, SageMakerBackend):
+            raise ValueError("embedding models are served from Bedrock; use task 'predict' for a SageMaker endpoint")
+        return self
+
+    def allows(self, caller: str) -> bool:
+        return any(fnmatchcase(caller, pattern) for pattern in self.allowed_callers)
+
+
+class Catalog(_Strict):
+    version: Literal[1] = 1
+    models: dict[ModelName, ModelEntry]
+
+    def get(self, name: str) -> ModelEntry | None:
+        return self.models.get(name)

@@ -1,0 +1,103 @@
+"""The one error hierarchy. Each error knows its HTTP status, a stable code and what the caller should do.
+
+The wire shape is OpenAI's (`{"error": {"message", "type", "param", "code"}}`) on every route, so the
+OpenAI SDK raises the right exception class and native clients get the same fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SluiceError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+    type: str = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.details = details
+        self.headers = headers or {}
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        if self.details is not None:
+            error["details"] = self.details
+        if request_id:
+            error["request_id"] = request_id
+        return {"error": error}
+
+
+# 4xx: the caller can fix these.
+class InvalidRequest(SluiceError):
+    status, code, type = 400, "invalid_request", "invalid_request_error"
+
+
+class TokenLimitExceeded(InvalidRequest):
+    code = "token_limit_exceeded"
+
+
+class Unauthenticated(SluiceError):
+    status, code, type = 401, "unauthenticated", "authentication_error"
+
+
+class ModelForbidden(SluiceError):
+    status, code, type = 403, "model_not_allowed", "permission_error"
+
+
+class ModelNotFound(SluiceError):
+    status, code, type = 404, "model_not_found", "not_found_error"
+
+
+class RouteNotFound(SluiceError):
+    status, code, type = 404, "route_not_found", "not_found_error"
+
+
+class PayloadTooLarge(SluiceError):
+    status, code, type = 413, "payload_too_large", "invalid_request_error"
+
+
+class UnsupportedMediaType(SluiceError):
+    status, code, type = 415, "unsupported_media_type", "invalid_request_error"
+
+
+class ValidationFailed(SluiceError):
+    status, code, type = 422, "validation_failed", "invalid_request_error"
+
+
+class Throttled(SluiceError):
+    status, code, type = 429, "throttled", "rate_limit_error"
+
+
+# 5xx: the backend or the platform is at fault.
+class ModelFailed(SluiceError):
+    """The model container ran and answered with an error of its own."""
+
+    status, code, type = 502, "model_error", "server_error"
+
+
+class BackendMisconfigured(SluiceError):
+    """Access denied, missing endpoint or model: the platform team must fix the catalog or IAM."""
+
+    status, code, type = 502, "backend_misconfigured", "server_error"
+
+
+class BackendUnavailable(SluiceError):
+    status, code, type = 503, "backend_unavailable", "server_error"
+
+
+class CatalogInvalid(SluiceError):
+    status, code, type = 503, "catalog_invalid", "server_error"
+
+
+class BackendTimeout(SluiceError):
+    status, code, type = 504, "backend_timeout", "server_error"

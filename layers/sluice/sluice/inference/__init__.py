@@ -1,0 +1,1 @@
+"""Synchronous inference: resolve the model, enforce its limits, call the backend, account for it."""

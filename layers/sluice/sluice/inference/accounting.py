@@ -1,0 +1,47 @@
+"""After a successful backend call: latency, cost, metrics and one log line (no bodies unless debugging)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sluice.catalog.models import ModelEntry
+from sluice.inference.context import RequestContext
+from sluice.inference.cost import estimate_cost
+from sluice.providers.result import BackendResult
+from sluice.telemetry import logger, record_invocation
+
+
+@dataclass(frozen=True)
+class Accounted:
+    latency_ms: float
+    backend_latency_ms: float
+    estimated_cost_usd: float
+
+
+def account(ctx: RequestContext, name: str, entry: ModelEntry, result: BackendResult) -> Accounted:
+    cost = estimate_cost(entry, result)
+    latency_ms = ctx.elapsed_ms()
+    record_invocation(
+        model=name,
+        provider=entry.backend.provider,
+        variant=result.variant,
+        latency_ms=latency_ms,
+        backend_latency_ms=result.backend_latency_ms,
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+        cost_usd=cost,
+    )
+    logger.info(
+        "inference served",
+        extra={
+            "model": name,
+            "provider": entry.backend.provider,
+            "variant": result.variant,
+            "latency_ms": round(latency_ms, 2),
+            "backend_latency_ms": round(result.backend_latency_ms, 2),
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "estimated_cost_usd": cost,
+        },
+    )
+    return Accounted(round(latency_ms, 3), round(result.backend_latency_ms, 3), cost)

@@ -1,0 +1,42 @@
+"""From a logical model name to its catalog entry, checking the caller may use it."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from sluice.catalog.models import Catalog, ModelEntry
+from sluice.catalog.store import CatalogStore
+from sluice.errors import InvalidRequest, ModelForbidden, ModelNotFound
+from sluice.inference.context import RequestContext
+from sluice.settings import get_settings
+
+
+@cache
+def catalog_store() -> CatalogStore:
+    settings = get_settings()
+    return CatalogStore(settings.catalog_parameter, settings.catalog_ttl_seconds)
+
+
+def current_catalog() -> Catalog:
+    return catalog_store().get()
+
+
+def resolve_model(ctx: RequestContext, name: str, *, task: str | None = None, route: str = "") -> ModelEntry:
+    entry = current_catalog().get(name)
+    if entry is None:
+        raise ModelNotFound(
+            f"Model '{name}' does not exist. GET /v1/models lists the models you can use.", param="model"
+        )
+    if not entry.allows(ctx.caller.identity):
+        raise ModelForbidden(
+            f"Model '{name}' is not available to caller '{ctx.caller.identity}'. Ask the platform team for access.",
+            param="model",
+        )
+    ctx.model, ctx.provider = name, entry.backend.provider
+    if task and entry.task != task:
+        raise InvalidRequest(
+            f"Model '{name}' is a {entry.task} model and cannot serve {route}; "
+            f"use POST /v1/models/{name}/invoke or pick a {task} model.",
+            param="model",
+        )
+    return entry
