@@ -1,0 +1,129 @@
+"""Shared test setup: a fake AWS environment, the catalog in (moto) SSM, stubbed backends, handler loading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Set before any handler or library import reads them; never real credentials.
+os.environ.update(
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    POWERTOOLS_SERVICE_NAME="sluice",
+    POWERTOOLS_METRICS_NAMESPACE="Sluice",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_DEV="false",
+    SLUICE_CATALOG_PARAMETER="/sluice/test/catalog",
+    SLUICE_API_KEYS_TABLE="sluice-test-api-keys",
+)
+for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(name, None)
+
+from sluice.providers import clients as _clients  # noqa: E402 - after the environment is set
+
+# The real cached factory, kept before any test patches clients.get.
+_cached_client_factory = _clients.get
+
+
+def load_handler(function: str) -> ModuleType:
+    """Import functions/<function>/app.py under its own module name (every function has an app.py)."""
+    module_name = f"sluice_function_{function}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / function / "app.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_event(relative: str) -> dict:
+    return json.loads((EVENTS / relative).read_text())
+
+
+@pytest.fixture
+def lambda_context() -> SimpleNamespace:
+    return SimpleNamespace(
+        function_name="sluice-test",
+        memory_limit_in_mb=512,
+        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:sluice-test",
+        aws_request_id="test-invocation",
+        get_remaining_time_in_millis=lambda: 30_000,
+    )
+
+
+@pytest.fixture
+def catalog_document() -> dict:
+    return json.loads((FIXTURES / "catalog.json").read_text())
+
+
+@pytest.fixture
+def aws():
+    """moto for every AWS call the test makes, with Sluice's process-wide caches emptied around it."""
+    from aws_lambda_powertools.utilities import parameters
+    from moto import mock_aws
+
+    from sluice.inference import routing
+
+    def reset() -> None:
+        parameters.clear_caches()
+        routing.catalog_store.cache_clear()
+        _cached_client_factory.cache_clear()
+
+    reset()
+    with mock_aws():
+        yield
+    reset()
+
+
+@pytest.fixture
+def catalog(aws, catalog_document) -> dict:
+    """The fixture catalog stored where the API reads it (moto SSM)."""
+    import boto3
+
+    boto3.client("ssm").put_parameter(
+        Name=os.environ["SLUICE_CATALOG_PARAMETER"], Value=json.dumps(catalog_document), Type="String", Tier="Advanced"
+    )
+    return catalog_document
+
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    """Backend clients with botocore Stubbers (moto has no Converse): stubbed('bedrock-runtime').add_response(...)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from sluice.providers import clients
+
+    stubs: dict[str, Stubber] = {}
+    real_get = clients.get
+
+    def get(service: str, timeout_seconds: float | None = None):
+        if service in stubs:
+            return stubs[service].client
+        return real_get(service, timeout_seconds)
+
+    def stub_for(service: str) -> Stubber:
+        if service not in stubs:
+            stubs[service] = Stubber(boto3.client(service))
+            stubs[service].activate()
+        return stubs[service]
+
+    monkeypatch.setattr(clients, "get", get)
+    yield stub_for
+    for stub in stubs.values():
+        stub.assert_no_pending_responses()
