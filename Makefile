@@ -40,10 +40,11 @@ validate: venv
 unit: venv
 	$(BIN)/python -m pytest
 
-test: lint cfn-lint validate unit
+test: lint cfn-lint validate unit build
 
+# sam build needs the runtime's python3.13 first on PATH (the venv's).
 build: venv
-	$(BIN)/sam build --template template.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sam build --template template.yaml
 
 openapi: venv
 	$(BIN)/python tools/openapi.py > openapi.json
