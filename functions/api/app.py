@@ -23,6 +23,7 @@ from sluice.inference.validation import field_errors, validation_failed
 from sluice.openai_compat.chat import ChatCompletion, ChatCompletionRequest
 from sluice.openai_compat.embeddings import EmbeddingList, EmbeddingRequest
 from sluice.openai_compat.models import ModelCard, ModelList
+from sluice.settings import get_settings
 from sluice.telemetry import logger, metrics, record_error, tracer
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -114,4 +115,11 @@ def on_not_found(_: Exception) -> Response:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
-    return app.resolve(event, context)
+    # Bodies hold customer data: logged only when the stack's LogBodies debug flag is on.
+    log_bodies = get_settings().log_bodies
+    if log_bodies:
+        logger.info("request body", extra={"body": event.get("body")})
+    response = app.resolve(event, context)
+    if log_bodies:
+        logger.info("response body", extra={"body": response.get("body")})
+    return response
