@@ -50,7 +50,7 @@ openapi: venv
 	$(BIN)/python tools/openapi.py > openapi.json
 
 catalog-check: venv
-	$(BIN)/python tools/catalog.py validate $(or $(CATALOG),catalog/default.json)
+	$(BIN)/python tools/catalog.py validate $(or $(CATALOG),catalog/example.json)
 
 # Key management against a deployed stack: STACK=<stack name> TENANT=<tenant> [PLAN=<usage plan id>]
 key-create: venv
