@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "sluice"))
 
-from sluice.catalog.store import CatalogError, dump_catalog, load_catalog_file  # noqa: E402
+from sluice.catalog.store import CatalogError, dump_catalog, load_catalog_file
 
 
 def _parameter_name(args: argparse.Namespace) -> str:
