@@ -17,6 +17,13 @@ KEY_PREFIX = "sk-sluice-"
 KEY_ID_INDEX = "KeyIdIndex"
 
 
+class KeyNotFound(KeyError):
+    """No API key with that id. A KeyError, whose message prints without KeyError's quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "API key not found"
+
+
 def hash_key(plain_key: str) -> str:
     return hashlib.sha256(plain_key.encode()).hexdigest()
 
@@ -73,6 +80,8 @@ def create_key(
     """Create a key for `tenant` on `usage_plan_id`; `plain_key` lets local mode fix a known key."""
     if not tenant or not tenant.strip():
         raise ValueError("tenant must not be empty")
+    if not usage_plan_id or not usage_plan_id.strip():
+        raise ValueError("usage_plan_id must not be empty")
     plain_key = plain_key or new_plain_key()
     key_id = "key_" + secrets.token_hex(6)
     usage_key = apigateway.create_api_key(
@@ -81,7 +90,6 @@ def create_key(
         value=secrets.token_urlsafe(30),
         tags={"sluice:tenant": tenant, "sluice:key-id": key_id},
     )
-    apigateway.create_usage_plan_key(usagePlanId=usage_plan_id, keyId=usage_key["id"], keyType="API_KEY")
     record = ApiKeyRecord(
         key_id=key_id,
         tenant=tenant,
@@ -91,22 +99,28 @@ def create_key(
         usage_plan_id=usage_plan_id,
         key_hint=plain_key[: len(KEY_PREFIX) + 4] + "...",
     )
-    dynamodb.put_item(
-        TableName=table,
-        Item={
-            "key_hash": {"S": hash_key(plain_key)},
-            "key_id": {"S": key_id},
-            "tenant": {"S": tenant},
-            "name": {"S": name},
-            "status": {"S": "active"},
-            "created_at": {"S": record.created_at},
-            "usage_plan_id": {"S": usage_plan_id},
-            "usage_key_id": {"S": usage_key["id"]},
-            "usage_key_value": {"S": usage_key["value"]},
-            "key_hint": {"S": record.key_hint},
-        },
-        ConditionExpression="attribute_not_exists(key_hash)",
-    )
+    try:
+        apigateway.create_usage_plan_key(usagePlanId=usage_plan_id, keyId=usage_key["id"], keyType="API_KEY")
+        dynamodb.put_item(
+            TableName=table,
+            Item={
+                "key_hash": {"S": hash_key(plain_key)},
+                "key_id": {"S": key_id},
+                "tenant": {"S": tenant},
+                "name": {"S": name},
+                "status": {"S": "active"},
+                "created_at": {"S": record.created_at},
+                "usage_plan_id": {"S": usage_plan_id},
+                "usage_key_id": {"S": usage_key["id"]},
+                "usage_key_value": {"S": usage_key["value"]},
+                "key_hint": {"S": record.key_hint},
+            },
+            ConditionExpression="attribute_not_exists(key_hash)",
+        )
+    except Exception:
+        # A wrong plan id, a missing table or an already stored key: leave no orphan gateway key behind.
+        apigateway.delete_api_key(apiKey=usage_key["id"])
+        raise
     return CreatedKey(plain_key=plain_key, record=record)
 
 
@@ -127,12 +141,13 @@ def revoke_key(*, dynamodb: Any, apigateway: Any, table: str, key_id: str) -> Ap
         ExpressionAttributeValues={":id": {"S": key_id}},
     )["Items"]
     if not found:
-        raise KeyError(f"no API key with id {key_id}")
+        raise KeyNotFound(f"no API key with id {key_id}")
     key_hash = found[0]["key_hash"]["S"]
     item = dynamodb.update_item(
         TableName=table,
         Key={"key_hash": {"S": key_hash}},
-        UpdateExpression="SET #s = :revoked, revoked_at = :now",
+        # Revoking twice keeps the first revocation time.
+        UpdateExpression="SET #s = :revoked, revoked_at = if_not_exists(revoked_at, :now)",
         ExpressionAttributeNames={"#s": "status"},
         ExpressionAttributeValues={":revoked": {"S": "revoked"}, ":now": {"S": _now()}},
         ReturnValues="ALL_NEW",

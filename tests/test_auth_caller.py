@@ -1,0 +1,75 @@
+"""Who called: the tenant the authorizer put in the request context, else the SigV4 principal, else 401."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.auth.caller import Caller, caller_from_request_context
+from sluice.errors import Unauthenticated
+from tests.conftest import load_event
+
+ROLE_ARN = "arn:aws:sts::123456789012:assumed-role/batch-scorer/session-1"
+
+
+def api_request_context() -> dict:
+    return load_event("api/health.json")["requestContext"]
+
+
+def test_api_key_caller_is_the_tenant_from_the_authorizer_context():
+    context = api_request_context()
+    # What API Gateway adds for a Lambda authorizer: its context plus principalId and latency.
+    context["authorizer"] = {
+        "tenant": "acme",
+        "key_id": "key_0123456789ab",
+        "auth": "api_key",
+        "principalId": "acme",
+        "integrationLatency": 12,
+    }
+
+    caller = caller_from_request_context(context)
+
+    assert caller == Caller(identity="acme", auth="api_key", key_id="key_0123456789ab")
+
+
+def test_authorizer_tenant_wins_over_an_iam_identity():
+    context = api_request_context()
+    context["authorizer"] = {"tenant": "acme", "key_id": "key_0123456789ab"}
+    context["identity"]["userArn"] = ROLE_ARN
+
+    assert caller_from_request_context(context).identity == "acme"
+
+
+def test_iam_caller_is_the_principal_arn():
+    context = api_request_context()
+    context["identity"].update(userArn=ROLE_ARN, caller="AROAEXAMPLE:session-1", accountId="123456789012")
+
+    caller = caller_from_request_context(context)
+
+    assert caller == Caller(identity=ROLE_ARN, auth="iam")
+    assert caller.key_id is None
+
+
+def test_iam_caller_when_the_authorizer_context_has_no_tenant():
+    context = api_request_context()
+    context["authorizer"] = {"principalId": "someone"}
+    context["identity"]["userArn"] = ROLE_ARN
+
+    assert caller_from_request_context(context).auth == "iam"
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {},
+        {"authorizer": None, "identity": None},
+        {"authorizer": {"tenant": ""}, "identity": {"userArn": None}},
+        api_request_context(),  # the health event: no authorizer, userArn null
+    ],
+)
+def test_neither_is_unauthenticated_401(context):
+    with pytest.raises(Unauthenticated) as raised:
+        caller_from_request_context(context)
+
+    assert raised.value.status == 401
+    assert raised.value.body()["error"]["type"] == "authentication_error"
+    assert "Bearer" in raised.value.message
