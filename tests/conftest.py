@@ -6,8 +6,10 @@ import importlib.util
 import json
 import os
 import sys
+from functools import cache
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -37,6 +39,18 @@ from sluice.providers import clients as _clients  # noqa: E402 - after the envir
 _cached_client_factory = _clients.get
 
 
+@cache
+def shared_client(service: str) -> Any:
+    """One boto3 client per service for the whole run, from one session.
+
+    moto intercepts every botocore client while a mock is active, whenever the client was built, so
+    reusing clients across tests is safe; building a session and a client costs ~30 ms each time.
+    """
+    import boto3
+
+    return boto3.session.Session().client(service)
+
+
 def load_handler(function: str) -> ModuleType:
     """Import functions/<function>/app.py under its own module name (every function has an app.py)."""
     module_name = f"sluice_function_{function}"
@@ -53,6 +67,30 @@ def load_handler(function: str) -> ModuleType:
 
 def load_event(relative: str) -> dict:
     return json.loads((EVENTS / relative).read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_botocore_loader():
+    """One botocore data loader for the whole run, so service models are parsed once.
+
+    moto gives every test a fresh default boto3 session and Powertools builds a session per provider;
+    each new session would otherwise re-read the JSON service models (~80 ms per client). The loader
+    only caches files shipped with botocore/boto3, so sharing it changes no behaviour.
+    """
+    import botocore.session
+    from botocore.loaders import create_loader
+
+    loaders: dict[str | None, object] = {}
+
+    def shared_loader(search_path_string: str | None = None):
+        if search_path_string not in loaders:
+            loaders[search_path_string] = create_loader(search_path_string)
+        return loaders[search_path_string]
+
+    patcher = pytest.MonkeyPatch()
+    patcher.setattr(botocore.session, "create_loader", shared_loader)
+    yield
+    patcher.undo()
 
 
 @pytest.fixture
@@ -75,12 +113,15 @@ def catalog_document() -> dict:
 def aws():
     """moto for every AWS call the test makes, with Sluice's process-wide caches emptied around it."""
     from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
     from moto import mock_aws
 
     from sluice.inference import routing
 
     def reset() -> None:
         parameters.clear_caches()
+        # The real Powertools SSM provider, on a shared client rather than a new session per test.
+        DEFAULT_PROVIDERS["ssm"] = parameters.SSMProvider(boto3_client=shared_client("ssm"))
         routing.catalog_store.cache_clear()
         _cached_client_factory.cache_clear()
 
@@ -93,9 +134,7 @@ def aws():
 @pytest.fixture
 def catalog(aws, catalog_document) -> dict:
     """The fixture catalog stored where the API reads it (moto SSM)."""
-    import boto3
-
-    boto3.client("ssm").put_parameter(
+    shared_client("ssm").put_parameter(
         Name=os.environ["SLUICE_CATALOG_PARAMETER"], Value=json.dumps(catalog_document), Type="String", Tier="Advanced"
     )
     return catalog_document
@@ -104,7 +143,6 @@ def catalog(aws, catalog_document) -> dict:
 @pytest.fixture
 def stubbed(monkeypatch):
     """Backend clients with botocore Stubbers (moto has no Converse): stubbed('bedrock-runtime').add_response(...)."""
-    import boto3
     from botocore.stub import Stubber
 
     from sluice.providers import clients
@@ -119,11 +157,15 @@ def stubbed(monkeypatch):
 
     def stub_for(service: str) -> Stubber:
         if service not in stubs:
-            stubs[service] = Stubber(boto3.client(service))
+            stubs[service] = Stubber(shared_client(service))
             stubs[service].activate()
         return stubs[service]
 
     monkeypatch.setattr(clients, "get", get)
     yield stub_for
-    for stub in stubs.values():
-        stub.assert_no_pending_responses()
+    try:
+        for stub in stubs.values():
+            stub.assert_no_pending_responses()
+    finally:
+        for stub in stubs.values():
+            stub.deactivate()

@@ -44,7 +44,7 @@ def test_invalid_catalog_is_refused_with_each_field_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "models.x.descripton" in err
     assert "models.x.description: Field required" in err
-    assert "models.x.backend.sagemaker.endpoint_name" in err
+    assert "models.x.backend.endpoint_name: String should match pattern" in err
 
 
 def test_push_stores_a_valid_catalog_and_refuses_an_invalid_one(aws, tmp_path, capsys):

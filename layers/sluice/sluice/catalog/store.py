@@ -32,8 +32,15 @@ def parse_catalog(raw: str | bytes) -> Catalog:
         raise CatalogError([_describe(err) for err in exc.errors()]) from None
 
 
+# Pydantic puts a tagged union's tag in the error path (backend.sagemaker.endpoint_name); the document
+# has no such key, so the tag is dropped to name the field as the platform team wrote it.
+_BACKEND_TAGS = {"bedrock", "sagemaker"}
+
+
 def _describe(err: dict) -> str:
-    where = ".".join(str(part) for part in err["loc"]) or "(document)"
+    loc = [str(part) for part in err["loc"]]
+    loc = [part for i, part in enumerate(loc) if not (i and loc[i - 1] == "backend" and part in _BACKEND_TAGS)]
+    where = ".".join(loc) or "(document)"
     if err["type"] == "json_invalid":
         return f"(document): not valid JSON ({err['ctx'].get('error', err['msg'])})"
     return f"{where}: {err['msg']}"
@@ -47,7 +54,9 @@ def load_catalog_file(path: str) -> Catalog:
 def _fetch_from_ssm(name: str, max_age: int) -> str:
     from aws_lambda_powertools.utilities import parameters
 
-    return parameters.get_parameter(name, max_age=max_age)
+    # The store already holds the catalog for its TTL: a second cache here (Powertools', set a moment later)
+    # would still be fresh when the store's TTL ends, so a new catalog version would wait for a second TTL.
+    return parameters.get_parameter(name, max_age=max_age, force_fetch=True)
 
 
 class CatalogStore:

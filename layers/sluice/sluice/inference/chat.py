@@ -41,7 +41,10 @@ def create_chat_completion(ctx: RequestContext, request: ChatCompletionRequest) 
             param="stream",
         )
     entry = resolve_model(ctx, request.model, task="chat", route="/v1/chat/completions")
-    text_chars = sum(len(message.text()) for message in request.messages)
+    texts = [message.text() for message in request.messages]
+    # As for embeddings, the payload is the text the backend receives (the card promises this limit).
+    limits.check_payload(request.model, entry, sum(len(text.encode()) for text in texts))
+    text_chars = sum(len(text) for text in texts)
     limits.check_input_tokens(request.model, entry, text_chars)
     param, requested = request.requested_max_tokens()
     max_tokens = limits.output_token_cap(request.model, entry, requested, param)

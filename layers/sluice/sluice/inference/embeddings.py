@@ -29,7 +29,7 @@ def create_embeddings(ctx: RequestContext, request: EmbeddingRequest) -> Embeddi
     texts = request.texts()
     limits.check_payload(request.model, entry, sum(len(text.encode()) for text in texts))
     for text in texts:
-        limits.check_input_tokens(request.model, entry, len(text))
+        limits.check_input_tokens(request.model, entry, len(text), param="input")
     if request.dimensions and backend.embedding_format != "titan-v2":
         raise InvalidRequest(f"Model '{request.model}' does not support choosing dimensions.", param="dimensions")
     vectors: list[list[float]] = []

@@ -105,7 +105,7 @@ def _call_bedrock(
 
 def _check_native_tokens(name: str, entry: ModelEntry, body: bytes) -> None:
     """Native bodies have no common schema: size the whole body, and look where families put max tokens."""
-    limits.check_input_tokens(name, entry, len(body))
+    limits.check_input_tokens(name, entry, len(body), param="body")
     try:
         parsed = json.loads(body)
     except ValueError:

@@ -29,14 +29,15 @@ def estimate_tokens(text_chars: int) -> int:
     return math.ceil(text_chars / get_settings().chars_per_token)
 
 
-def check_input_tokens(name: str, entry: ModelEntry, text_chars: int) -> int:
+def check_input_tokens(name: str, entry: ModelEntry, text_chars: int, param: str = "messages") -> int:
+    """`param` names the request field holding the input (messages, input, body) in the error."""
     estimate = estimate_tokens(text_chars)
     cap = entry.limits.max_input_tokens
     if cap is not None and estimate > cap:
         raise TokenLimitExceeded(
             f"The input is about {estimate} tokens; model '{name}' accepts at most {cap} input tokens. "
             "Shorten the input.",
-            param="messages",
+            param=param,
             details={"estimated_input_tokens": estimate, "max_input_tokens": cap},
         )
     return estimate

@@ -61,7 +61,8 @@ def from_client_error(provider: str, exc: ClientError) -> SluiceError:
             headers={"Retry-After": retry_after},
         )
     if code in ("ModelError", "ModelErrorException"):
-        original = exc.response.get("OriginalStatusCode")
+        # SageMaker's ModelError names it OriginalStatusCode, Bedrock's ModelErrorException originalStatusCode.
+        original = exc.response.get("OriginalStatusCode", exc.response.get("originalStatusCode"))
         return ModelFailed(
             f"The model returned an error: {exc.response.get('OriginalMessage') or message}",
             details={"original_status_code": original, "log_stream": exc.response.get("LogStreamArn")},
