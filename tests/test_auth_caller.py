@@ -45,8 +45,31 @@ def test_iam_caller_is_the_principal_arn():
 
     caller = caller_from_request_context(context)
 
-    assert caller == Caller(identity=ROLE_ARN, auth="iam")
+    # A role session is identified by its role: catalog rules name roles, not sessions.
+    assert caller == Caller(identity="arn:aws:iam::123456789012:role/batch-scorer", auth="iam")
     assert caller.key_id is None
+
+
+@pytest.mark.parametrize(
+    "user_arn",
+    [
+        "arn:aws:iam::123456789012:user/alice",
+        "arn:aws:iam::123456789012:role/service-role/batch",
+        "arn:aws-us-gov:iam::123456789012:root",
+    ],
+)
+def test_iam_users_and_other_principals_keep_their_arn(user_arn):
+    context = api_request_context()
+    context["identity"]["userArn"] = user_arn
+
+    assert caller_from_request_context(context).identity == user_arn
+
+
+def test_role_sessions_in_other_partitions_map_to_their_role():
+    context = api_request_context()
+    context["identity"]["userArn"] = "arn:aws-us-gov:sts::123456789012:assumed-role/scoring-nightly/i-0abc"
+
+    assert caller_from_request_context(context).identity == "arn:aws-us-gov:iam::123456789012:role/scoring-nightly"
 
 
 def test_iam_caller_when_the_authorizer_context_has_no_tenant():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,23 @@ class Caller:
     key_id: str | None = None
 
 
+# arn:<partition>:sts::<account>:assumed-role/<role>/<session>
+_ASSUMED_ROLE = re.compile(r"^arn:(?P<partition>[^:]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/[^/]+$")
+
+
+def principal_identity(user_arn: str) -> str:
+    """A role session is identified by its role, so catalog rules are written once per role, not per session."""
+    match = _ASSUMED_ROLE.match(user_arn)
+    if match is None:
+        return user_arn
+    return f"arn:{match['partition']}:iam::{match['account']}:role/{match['role']}"
+
+
 def caller_from_request_context(request_context: dict[str, Any]) -> Caller:
     authorizer = request_context.get("authorizer") or {}
     if authorizer.get("tenant"):
         return Caller(identity=authorizer["tenant"], auth="api_key", key_id=authorizer.get("key_id"))
     identity = request_context.get("identity") or {}
     if identity.get("userArn"):
-        return Caller(identity=identity["userArn"], auth="iam")
+        return Caller(identity=principal_identity(identity["userArn"]), auth="iam")
     raise Unauthenticated("No credentials: send 'Authorization: Bearer <api key>' or sign the request with SigV4.")
