@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -14,4 +15,4 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 import app  # noqa: E402
 
 if __name__ == "__main__":
-    print(app.app.get_openapi_json_schema(title="Sluice", version=app.__version__))
+    print(json.dumps(app.openapi(), indent=2))
