@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from sluice.auth import keys
+from tests.auth_support import create_keys_table
 from tests.conftest import load_event, load_handler
 
 TABLE = os.environ["SLUICE_API_KEYS_TABLE"]
@@ -36,22 +37,7 @@ def authorizer(aws) -> ModuleType:
 def backend(authorizer) -> SimpleNamespace:
     dynamodb = boto3.client("dynamodb")
     apigateway = boto3.client("apigateway")
-    dynamodb.create_table(
-        TableName=TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "key_hash", "AttributeType": "S"},
-            {"AttributeName": "key_id", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": keys.KEY_ID_INDEX,
-                "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
+    create_keys_table(dynamodb)
     plan_id = apigateway.create_usage_plan(name="sluice-default")["id"]
     return SimpleNamespace(dynamodb=dynamodb, apigateway=apigateway, plan_id=plan_id)
 

@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sluice.auth import keys
+from tests.auth_support import create_keys_table
 from tests.conftest import ROOT
 
 TABLE = os.environ["SLUICE_API_KEYS_TABLE"]
@@ -31,25 +32,6 @@ def load_tool() -> ModuleType:
 
 
 tool = load_tool()
-
-
-def create_keys_table(dynamodb, name: str = TABLE) -> None:
-    dynamodb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "key_hash", "AttributeType": "S"},
-            {"AttributeName": "key_id", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "key_hash", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": keys.KEY_ID_INDEX,
-                "KeySchema": [{"AttributeName": "key_id", "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
 
 
 def create_usage_plan(apigateway, name: str = "sluice-default") -> str:
