@@ -17,7 +17,7 @@ export SAM_CLI_CONTAINER_CONNECTION_TIMEOUT := 1
 help:
 	@echo "make test    - lint, cfn-lint, sam validate --lint, pytest (creates .venv on first run)"
 	@echo "make build   - sam build (arm64 wheels for the layer)"
-	@echo "make local   - the whole platform on this machine (arrives with the make-local issue)"
+	@echo "make local   - the whole platform on this machine: embedded AWS, real model, emulated Bedrock"
 	@echo "make bench   - benchmarks: sync-path overhead and cold start"
 
 $(BIN)/.installed: requirements-dev.txt
@@ -45,6 +45,10 @@ test: lint cfn-lint validate unit build
 # sam build needs the runtime's python3.13 first on PATH (the venv's).
 build: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/sam build --template template.yaml
+
+# The whole platform in-process on loopback (README: "Run locally"); Ctrl-C stops everything.
+local: venv
+	PYTHONPATH="$(CURDIR)/layers/sluice:$(CURDIR)/local" $(BIN)/python -m sluice_local
 
 openapi: venv
 	$(BIN)/python tools/openapi.py > openapi.json

@@ -1,0 +1,194 @@
+"""Bringing the whole platform up on one machine, and down again.
+
+Order matters: the network guard first (fail closed), then the embedded AWS, the model processes
+and runtime stand-ins, then the template's resources and functions, then the data they need
+(catalog, SageMaker endpoint, an API key), and the API last, once everything it calls is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from sluice_local import netguard
+from sluice_local.api_routes import load_api
+from sluice_local.config import ROOT, LocalConfig
+from sluice_local.gateway import LocalApiGateway
+
+ENDPOINT = "sluice-iris"
+# Two model versions behind one endpoint, as two production variants with these traffic weights.
+VARIANTS = (("v1", 0.8), ("v2", 0.2))
+LOCAL_CATALOG = ROOT / "local" / "catalog.json"
+
+
+@dataclass
+class Started:
+    api_url: str
+    aws_url: str
+    sagemaker_url: str
+    bedrock_url: str
+    api_key: str
+    key_generated: bool
+    buckets: list[str]
+    resources: dict[str, str]
+    skipped: list[Any]
+    models: dict[str, str] = field(default_factory=dict)
+
+
+class LocalStack:
+    def __init__(self, config: LocalConfig | None = None) -> None:
+        self.config = config or LocalConfig()
+        self._stoppers: list[Any] = []
+
+    # ------------------------------------------------------------------ up
+    def start(self) -> Started:
+        from sluice_local.bedrock import LocalBedrock
+        from sluice_local.deploy import deploy_template
+        from sluice_local.emulator import start_moto
+        from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
+        from sluice_local.models import start_model
+        from sluice_local.sagemaker_runtime import LocalSageMakerRuntime, Variant
+
+        config = self.config
+        netguard.install()
+        _use_local_credentials(config.region)
+
+        moto = start_moto(config.host, config.aws_port)
+        self._stoppers.append(moto.stop)
+        os.environ["AWS_ENDPOINT_URL"] = moto.url
+
+        models = {}
+        for version, _ in VARIANTS:
+            running = start_model(version, config.state_dir / "models" / version, host=config.host)
+            self._stoppers.append(running.stop)
+            models[version] = running
+        sagemaker = boto3.client("sagemaker")
+
+        def resolve(endpoint_name: str) -> list[Variant] | None:
+            # Weights are read from the embedded SageMaker on every call, so updating the endpoint
+            # config there (aws sagemaker ... --endpoint-url) changes routing at once.
+            try:
+                endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+            except ClientError:
+                return None
+            endpoint_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+            return [
+                Variant(v["VariantName"], float(v.get("InitialVariantWeight", 1.0)), models[v["VariantName"]].url)
+                for v in endpoint_config["ProductionVariants"]
+                if v["VariantName"] in models
+            ]
+
+        runtime = LocalSageMakerRuntime(resolve)
+        sagemaker_url = runtime.start(config.host, config.sagemaker_port)
+        self._stoppers.append(runtime.stop)
+        bedrock = LocalBedrock()
+        bedrock_url = bedrock.start(config.host, config.bedrock_port)
+        self._stoppers.append(bedrock.stop)
+
+        deployment = deploy_template(
+            config.template, aws_url=moto.url, stack_name=config.stack_name, region=config.region
+        )
+        os.environ.update(function_environment(deployment, moto.url, config.region))
+        os.environ.update(
+            AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=sagemaker_url,
+            AWS_ENDPOINT_URL_BEDROCK_RUNTIME=bedrock_url,
+            # No X-Ray daemon locally; the catalog is re-read quickly so edits show up.
+            POWERTOOLS_TRACE_DISABLED="true",
+            SLUICE_CATALOG_TTL_SECONDS=os.environ.get("SLUICE_LOCAL_CATALOG_TTL_SECONDS", "5"),
+        )
+        runner = LambdaRunner(deployment.functions, ROOT)
+        install_moto_lambda_router(runner)
+
+        self._store_catalog(deployment)
+        _register_endpoint(sagemaker)
+        api_key, generated = self._create_api_key(deployment)
+
+        api = load_api(config.template, "PublicApi")
+        gateway = LocalApiGateway(api, runner.invoke, region=config.region)
+        server = gateway.serve(config.host, config.api_port)
+        self._stoppers.append(lambda: (server.shutdown(), server.server_close()))
+
+        buckets = [b["Name"] for b in boto3.client("s3").list_buckets().get("Buckets", [])]
+        return Started(
+            api_url=config.url(server.server_address[1]),
+            aws_url=moto.url,
+            sagemaker_url=sagemaker_url,
+            bedrock_url=bedrock_url,
+            api_key=api_key,
+            key_generated=generated,
+            buckets=buckets,
+            resources=deployment.resources,
+            skipped=list(deployment.skipped),
+            models={version: running.url for version, running in models.items()},
+        )
+
+    def _store_catalog(self, deployment: Any) -> None:
+        name = deployment.outputs.get("CatalogParameterName") or deployment.resources["CatalogParameter"]
+        catalog = json.loads(LOCAL_CATALOG.read_text())
+        boto3.client("ssm").put_parameter(
+            Name=name, Value=json.dumps(catalog), Type="String", Tier="Advanced", Overwrite=True
+        )
+
+    def _create_api_key(self, deployment: Any) -> tuple[str, bool]:
+        from sluice.auth.keys import create_key
+
+        apigateway = boto3.client("apigateway")
+        # The template's usage plan belongs to the REST API, which local mode serves itself.
+        plan = apigateway.create_usage_plan(name=f"{self.config.stack_name}-local")
+        created = create_key(
+            dynamodb=boto3.client("dynamodb"),
+            apigateway=apigateway,
+            table=deployment.resources["ApiKeysTable"],
+            tenant="local",
+            usage_plan_id=plan["id"],
+            name="make local",
+            plain_key=self.config.api_key,
+        )
+        return created.plain_key, self.config.api_key is None
+
+    # ------------------------------------------------------------------ down
+    def stop(self) -> None:
+        while self._stoppers:
+            stopper = self._stoppers.pop()
+            # Stopping the rest matters more than one failure.
+            with contextlib.suppress(Exception):
+                stopper()
+
+
+def _use_local_credentials(region: str) -> None:
+    # Never the user's real credentials or profile: local mode talks only to local endpoints.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        os.environ.pop(name, None)
+    os.environ.update(AWS_ACCESS_KEY_ID="local", AWS_SECRET_ACCESS_KEY="local", AWS_DEFAULT_REGION=region)  # noqa: S106
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+def _register_endpoint(sagemaker: Any) -> None:
+    role = "arn:aws:iam::123456789012:role/sluice-local-sagemaker"
+    for version, _ in VARIANTS:
+        sagemaker.create_model(
+            ModelName=f"{ENDPOINT}-{version}",
+            ExecutionRoleArn=role,
+            PrimaryContainer={"Image": "sluice/iris:local", "Environment": {"SLUICE_MODEL_VERSION": version}},
+        )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{ENDPOINT}-config",
+        ProductionVariants=[
+            {
+                "VariantName": version,
+                "ModelName": f"{ENDPOINT}-{version}",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": weight,
+            }
+            for version, weight in VARIANTS
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=f"{ENDPOINT}-config")

@@ -1,0 +1,252 @@
+"""End to end over real HTTP against `make local`'s stack, started once per session on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+KEY = "sk-sluice-e2e-local-key"
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+START_TIMEOUT = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Local:
+    def __init__(self, state_dir: Path) -> None:
+        self.ports = {name: _free_port() for name in ("api", "aws")}
+        self.state_dir = state_dir
+        self.process: subprocess.Popen | None = None
+        self.output: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    def start(self) -> None:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLUICE_", "POWERTOOLS_"))},
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "sluice"), str(ROOT / "local")]),
+            "SLUICE_LOCAL_PORT": str(self.ports["api"]),
+            "SLUICE_LOCAL_AWS_PORT": str(self.ports["aws"]),
+            "SLUICE_LOCAL_API_KEY": KEY,
+            "SLUICE_LOCAL_STATE_DIR": str(self.state_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sluice_local"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("SLUICE_LOCAL_READY"):
+                # Keep draining its output so the process never blocks on a full pipe.
+                import threading
+
+                threading.Thread(target=self._drain, daemon=True).start()
+                return
+        self.stop()
+        raise RuntimeError("local stack did not start:\n" + "".join(self.output[-60:]))
+
+    def _drain(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+    def request(self, method: str, path: str, body=None, headers=None, key: str | None = KEY):
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), json.loads(error.read() or b"null")
+
+
+@pytest.fixture(scope="session")
+def local(tmp_path_factory):
+    stack = Local(tmp_path_factory.mktemp("sluice-local"))
+    stack.start()
+    yield stack
+    if stack.process.poll() is None:
+        stack.stop()
+
+
+def predict(local, rows, **headers):
+    return local.request("POST", "/v1/models/iris/invoke", {"instances": rows}, headers=headers)
+
+
+def test_health_answers_without_a_key(local):
+    status, _, body = local.request("GET", "/v1/health", key=None)
+    assert status == 200
+    assert body["status"] == "ok"
+
+
+def test_real_prediction_from_the_sample_model(local):
+    status, _, body = predict(local, [SETOSA])
+    assert status == 200, body
+    prediction = body["output"]["predictions"][0]
+    assert prediction["label"] == "setosa"
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert max(prediction["probabilities"], key=prediction["probabilities"].get) == "setosa"
+    assert body["provider"] == "sagemaker"
+    assert body["variant"] in {"v1", "v2"}
+    assert body["output"]["model_version"] == body["variant"]
+    assert body["estimated_cost_usd"] > 0
+
+
+def test_variant_pinning_reaches_that_model_version(local):
+    for _ in range(10):
+        status, _, body = predict(local, [SETOSA], **{"X-Sluice-Target-Variant": "v2"})
+        assert status == 200, body
+        assert body["variant"] == "v2"
+        assert body["output"]["model_version"] == "v2"
+
+
+def test_variant_weights_are_respected_over_many_calls(local):
+    seen = Counter(predict(local, [SETOSA])[2]["variant"] for _ in range(300))
+    # 80/20 split: v1 share within a generous band (binomial sd is about 2.3 points at n=300).
+    assert 0.70 <= seen["v1"] / 300 <= 0.90, seen
+
+
+def test_csv_rows_are_accepted(local):
+    status, _, body = local.request(
+        "POST",
+        "/v1/models/iris/invoke",
+        b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert status == 200, body
+    assert [p["label"] for p in body["output"]["predictions"]] == ["setosa", "virginica"]
+
+
+def test_models_list_describes_every_model_and_labels_emulated_ones(local):
+    status, _, body = local.request("GET", "/v1/models")
+    assert status == 200
+    cards = {card["id"]: card for card in body["data"]}
+    assert {"iris", "chat", "embed"} <= set(cards)
+    assert all(card["description"] and card["example_request"] for card in cards.values())
+    assert cards["chat"]["labels"]["emulated"] == "true"
+    assert "iris-restricted" not in cards  # the local tenant may not use it
+
+
+def test_openai_sdk_chat_and_embeddings_against_emulated_bedrock(local):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{local.url}/v1", api_key=KEY, max_retries=0)
+    reply = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "Hello there"}])
+    assert "emulated" in reply.choices[0].message.content.lower()
+    assert reply.usage.prompt_tokens > 0
+    assert reply.usage.completion_tokens > 0
+
+    vectors = client.embeddings.create(model="embed", input=["alpha", "beta", "alpha"])
+    assert [len(item.embedding) for item in vectors.data] == [1024, 1024, 1024]
+    assert vectors.data[0].embedding == vectors.data[2].embedding
+    assert vectors.data[0].embedding != vectors.data[1].embedding
+
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("name", "request_args", "status", "code"),
+    [
+        ("missing key", ("GET", "/v1/models", None, None, None), 401, "unauthenticated"),
+        ("wrong key", ("GET", "/v1/models", None, None, "sk-sluice-wrong"), 401, "unauthenticated"),
+        ("malformed JSON", ("POST", "/v1/chat/completions", b"{not json", None, KEY), 422, "validation_failed"),
+        (
+            "missing field",
+            ("POST", "/v1/chat/completions", {"model": "chat"}, None, KEY),
+            422,
+            "validation_failed",
+        ),
+        ("unknown model", ("POST", "/v1/models/nope/invoke", {"instances": []}, None, KEY), 404, "model_not_found"),
+        (
+            "model not allowed",
+            ("POST", "/v1/models/iris-restricted/invoke", {"instances": [SETOSA]}, None, KEY),
+            403,
+            "model_not_allowed",
+        ),
+        (
+            "output token cap",
+            (
+                "POST",
+                "/v1/chat/completions",
+                {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000},
+                None,
+                KEY,
+            ),
+            400,
+            "token_limit_exceeded",
+        ),
+        (
+            "unsupported content type",
+            ("POST", "/v1/models/iris/invoke", b"<x/>", {"Content-Type": "application/xml"}, KEY),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "model rejects the input",
+            ("POST", "/v1/models/iris/invoke", {"instances": [[1.0, 2.0]]}, None, KEY),
+            502,
+            "model_error",
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_bad_input_gets_a_clear_error_over_http(local, name, request_args, status, code):
+    method, path, body, headers, key = request_args
+    got, _, answer = local.request(method, path, body, headers=headers, key=key)
+    assert got == status, answer
+    assert answer["error"]["code"] == code
+    assert answer["error"]["message"]
+
+
+def test_payload_over_the_model_limit_is_a_413_pointing_to_async(local):
+    rows = [SETOSA] * 300_000  # about 6.6 MB of JSON: above iris's 6 MB limit, below API Gateway's 10 MB
+    status, _, answer = predict(local, rows)
+    assert status == 413
+    assert "async" in answer["error"]["message"]
+
+
+def test_stop_then_start_again_on_the_same_ports(local):
+    # Runs last in this module: Ctrl-C (SIGTERM here) stops every process; a second start works.
+    assert local.stop() == 0
+    local.start()
+    status, _, _ = local.request("GET", "/v1/health", key=None)
+    assert status == 200
