@@ -43,6 +43,44 @@ class Settings:
     backend_max_attempts: int = field(default_factory=lambda: int(_env("SLUICE_BACKEND_MAX_ATTEMPTS", "2")))
     metrics_namespace: str = field(default_factory=lambda: _env("POWERTOOLS_METRICS_NAMESPACE", "Sluice"))
 
+    # ---- jobs (async inference, batch transform)
+    jobs_table: str = field(default_factory=lambda: _env("SLUICE_JOBS_TABLE", "sluice-jobs"))
+    idempotency_table: str = field(default_factory=lambda: _env("SLUICE_IDEMPOTENCY_TABLE", "sluice-idempotency"))
+    data_bucket: str = field(default_factory=lambda: _env("SLUICE_DATA_BUCKET", "sluice-data"))
+    async_state_machine_arn: str = field(default_factory=lambda: _env("SLUICE_ASYNC_STATE_MACHINE_ARN", ""))
+    batch_state_machine_arn: str = field(default_factory=lambda: _env("SLUICE_BATCH_STATE_MACHINE_ARN", ""))
+    # Completion events of every job (SNS); a caller's own callback is extra.
+    job_events_topic_arn: str = field(default_factory=lambda: _env("SLUICE_JOB_EVENTS_TOPIC_ARN", ""))
+    # SSM parameter (SecureString) holding the HMAC secret that signs webhook callbacks.
+    webhook_secret_parameter: str = field(default_factory=lambda: _env("SLUICE_WEBHOOK_SECRET_PARAMETER", ""))
+    job_ttl_days: int = field(default_factory=lambda: int(_env("SLUICE_JOB_TTL_DAYS", "30")))
+    presigned_url_seconds: int = field(default_factory=lambda: int(_env("SLUICE_PRESIGNED_URL_SECONDS", "3600")))
+    # Inline async bodies are capped by API Gateway (10 MB); larger inputs go through an upload URL.
+    async_max_inline_bytes: int = field(
+        default_factory=lambda: int(_env("SLUICE_ASYNC_MAX_INLINE_BYTES", str(6 * 1024 * 1024)))
+    )
+    async_max_upload_bytes: int = field(
+        default_factory=lambda: int(_env("SLUICE_ASYNC_MAX_UPLOAD_BYTES", str(1024 * 1024 * 1024)))
+    )
+    # Batch instance approval: these types need no approval; any other needs an approved_by field.
+    batch_unapproved_instance_types: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            t.strip()
+            for t in _env(
+                "SLUICE_BATCH_UNAPPROVED_INSTANCE_TYPES",
+                "ml.m5.large,ml.m5.xlarge,ml.c5.large,ml.c5.xlarge,ml.g4dn.xlarge",
+            ).split(",")
+            if t.strip()
+        )
+    )
+    batch_content_types: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            t.strip()
+            for t in _env("SLUICE_BATCH_CONTENT_TYPES", "text/csv,application/jsonlines").split(",")
+            if t.strip()
+        )
+    )
+
 
 @cache
 def get_settings() -> Settings:

@@ -1,0 +1,1 @@
+"""Durable jobs: async inference and batch transform, their records, S3 layout and workflows."""

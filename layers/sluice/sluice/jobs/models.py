@@ -1,0 +1,108 @@
+"""The job record and the state machines' input: the contracts every job component shares."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# A job only moves forward: duplicate or late notifications can never undo a final state.
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class JobKind(StrEnum):
+    ASYNC = "async"
+    BATCH = "batch"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Callback(BaseModel):
+    """Where the final status is sent: an SNS topic of the caller's, or an HMAC-signed HTTPS webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sns_topic_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}$")
+    webhook_url: str | None = Field(default=None, pattern=r"^https://[^\s]+$", max_length=2048)
+
+
+class Job(BaseModel):
+    """One row of the jobs table. `caller` is the owner: no other caller ever sees the job."""
+
+    job_id: str
+    caller: str
+    kind: JobKind
+    model: str
+    status: JobStatus = JobStatus.QUEUED
+    input_location: str  # s3://bucket/key (async) or s3://bucket/prefix/ (batch)
+    output_location: str | None = None
+    failure_reason: str | None = None
+    created_at: str = Field(default_factory=utc_now)
+    updated_at: str = Field(default_factory=utc_now)
+    started_at: str | None = None
+    finished_at: str | None = None
+    # The Step Functions execution ARN, or the SageMaker InferenceId for native async.
+    execution_id: str | None = None
+    callback: Callback | None = None
+    # Batch facts (transform job name, instance type and count, ...); empty for async jobs.
+    details: dict[str, Any] = {}
+    expires_at: int | None = None  # epoch seconds: DynamoDB TTL
+
+
+class AsyncExecutionInput(BaseModel):
+    """Input of statemachines/async_inference (backends without native async)."""
+
+    job_id: str
+    caller: str
+    model: str
+    input_bucket: str
+    input_key: str
+    output_bucket: str
+    output_key: str
+    content_type: str
+    callback: Callback | None = None
+
+
+class BatchExecutionInput(BaseModel):
+    """Input of statemachines/batch_transform."""
+
+    job_id: str
+    caller: str
+    model: str
+    model_name: str  # the SageMaker model the transform job runs
+    input_bucket: str
+    input_prefix: str
+    output_bucket: str
+    output_prefix: str
+    content_type: str
+    split_type: Literal["Line", "None", "RecordIO", "TFRecord"] = "Line"
+    instance_type: str
+    instance_count: int = Field(ge=1)
+    join_with_input: bool = False
+    approved_by: str | None = None
+    max_payload_mb: int = Field(default=6, ge=1, le=6)
+    callback: Callback | None = None

@@ -1,0 +1,1 @@
+"""Where Sluice keeps data in S3: one key scheme, used by every component."""
