@@ -46,7 +46,9 @@ class Callback(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sns_topic_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]{1,256}$")
+    sns_topic_arn: str | None = Field(
+        default=None, pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$"
+    )
     webhook_url: str | None = Field(default=None, pattern=r"^https://[^\s]+$", max_length=2048)
 
 
