@@ -163,6 +163,9 @@ def test_skipped_resources_are_reported_with_reasons(deployment):
     assert permissions
     assert all("not in the local stack" in item.reason for item in permissions)
     assert skipped["AlarmEmailSubscription"].type == "AWS::SNS::Subscription"
+    # Local mode would create it through the SNS API, but AlarmEmail is empty by default.
+    assert skipped["AlarmEmailSubscription"].reason.startswith("condition HasAlarmEmail is false")
+    assert not deployment.pending
     assert {"ApiErrorRateAlarm", "CatalogRejectedAlarm"} <= set(skipped)
     # Outputs that name a skipped resource are left out too; nothing skipped is in the stack.
     assert skipped["ApiUrl"].type == "Output"

@@ -11,7 +11,10 @@ from sluice_local.stack import ENDPOINT, VARIANTS, LocalStack, Started
 
 
 def _skipped_lines(skipped: list) -> list[str]:
-    """One line per resource type: the names (a few) and why the emulator does not hold them."""
+    """One line per resource type: the names (a few) and why (each item's .reason).
+
+    Also used for what local mode created through the APIs (deploy.Created has the same fields).
+    """
     by_type: dict[str, list] = {}
     for item in skipped:
         by_type.setdefault(item.type, []).append(item)
@@ -28,6 +31,12 @@ def banner(started: Started) -> str:
     key = started.api_key
     api = started.api_url
     skipped = "\n".join(_skipped_lines(started.skipped))
+    created = "\n".join(_skipped_lines(started.created))
+    created_section = (
+        f"\n\n  Created by local mode through the emulator's APIs (moto's CloudFormation does not):\n{created}"
+        if created
+        else ""
+    )
     key_line = (
         f"  API key      {key}   (generated now and shown once; set SLUICE_LOCAL_API_KEY to choose it)"
         if started.key_generated
@@ -45,7 +54,7 @@ Sluice is running locally (nothing here calls AWS; all traffic stays on loopback
   Bedrock      {started.bedrock_url}  EMULATED: local stand-in, answers are not from a foundation model
 
   Not created by the emulator (served or skipped by local mode instead):
-{skipped or "    - none"}
+{skipped or "    - none"}{created_section}
 
 Try it (in another terminal):
 

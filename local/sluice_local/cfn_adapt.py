@@ -11,13 +11,18 @@ template.yaml is created locally, or skipped with a reason, with no change here:
   a topic subscription) goes too; any other reference to a left-out resource becomes a placeholder
   literal (recorded), and outputs that need one are dropped.
 - State machines get their `DefinitionSubstitutions` applied, which moto ignores.
+- What moto's CloudFormation cannot create but its service APIs can (topic subscriptions, and bucket
+  notification configurations, which moto's CloudFormation ignores) is deferred: left out of (or
+  ignored in) the stack and created through the APIs once the stack exists (deploy.py). Their
+  intrinsic functions are resolved by moto itself, as hidden stack outputs carrying the resource's
+  Condition: an output missing afterwards means the condition is false, or `AWS::NoValue`.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import moto
@@ -37,6 +42,14 @@ ATTACHMENT_TYPES = frozenset(
         "AWS::Logs::SubscriptionFilter",
     }
 )
+# Created through the service API after the stack exists (deploy.connect_event_sources).
+API_CREATED_TYPES = frozenset({"AWS::SNS::Subscription"})
+# Properties of types moto's CloudFormation creates but ignores, applied through the API afterwards.
+API_APPLIED_PROPERTIES: dict[str, tuple[str, ...]] = {"AWS::S3::Bucket": ("NotificationConfiguration",)}
+# Stack outputs added to resolve deferred resources' intrinsic functions; not the template's outputs.
+LOCAL_OUTPUT_PREFIX = "SluiceLocalResolved"
+# Stands for an intrinsic function in Deferred.properties: {OUTPUT_MARKER: output key}.
+OUTPUT_MARKER = "SluiceLocal::Output"
 _SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_]+)(?:\.([A-Za-z0-9_.]+))?\}")
 
 
@@ -53,11 +66,27 @@ class Adjusted:
     detail: str
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """A resource (part None) or a property of one (part: its name) to create through the API."""
+
+    logical_id: str
+    type: str
+    part: str | None
+    # The properties to create, each intrinsic function replaced by {OUTPUT_MARKER: output key}.
+    properties: dict[str, Any]
+    # Output present only while the resource's Condition holds (None: the resource has none).
+    condition_output: str | None = None
+    condition: str | None = None
+
+
 @dataclass
 class Adapted:
     template: dict[str, Any]
     skipped: list[Skipped]
     adjusted: list[Adjusted]
+    deferred: list[Deferred] = field(default_factory=list)
+    local_outputs: list[str] = field(default_factory=list)  # the hidden outputs added for them
 
 
 def drop_reason(resource_type: str) -> str | None:
@@ -77,11 +106,15 @@ def adapt(template: dict[str, Any]) -> Adapted:
     skipped: list[Skipped] = []
     adjusted: list[Adjusted] = []
     dropped: dict[str, str] = {}  # logical id -> type
+    to_defer: dict[str, dict] = {}  # logical id -> resource, left out of the stack
 
     for logical_id, resource in list(resources.items()):
         reason = drop_reason(resource["Type"])
         if reason:
-            skipped.append(Skipped(logical_id, resource["Type"], reason))
+            if resource["Type"] in API_CREATED_TYPES:
+                to_defer[logical_id] = resource
+            else:
+                skipped.append(Skipped(logical_id, resource["Type"], reason))
             dropped[logical_id] = resource["Type"]
             del resources[logical_id]
 
@@ -97,6 +130,27 @@ def adapt(template: dict[str, Any]) -> Adapted:
                 dropped[logical_id] = resource["Type"]
                 del resources[logical_id]
                 changed = True
+
+    deferred: list[Deferred] = []
+    outputs = _LocalOutputs(template)
+    for logical_id, resource in to_defer.items():
+        targets = references(resource.get("Properties", {})) & dropped.keys()
+        if targets:
+            reason = f"refers to {', '.join(sorted(targets))}, which is not in the local stack"
+            skipped.append(Skipped(logical_id, resource["Type"], reason))
+        else:
+            deferred.append(outputs.defer(logical_id, resource, None, resource.get("Properties", {})))
+    for logical_id, resource in resources.items():
+        for name in API_APPLIED_PROPERTIES.get(resource["Type"], ()):
+            value = resource.get("Properties", {}).get(name)
+            if value is None:
+                continue
+            targets = references(value) & dropped.keys()
+            if targets:
+                reason = f"{name} refers to {', '.join(sorted(targets))}, which is not in the local stack"
+                skipped.append(Skipped(logical_id, f"{resource['Type']} {name}", reason))
+            else:
+                deferred.append(outputs.defer(logical_id, resource, name, {name: value}))
 
     for logical_id, resource in resources.items():
         _drop_depends_on(logical_id, resource, dropped, adjusted)
@@ -114,7 +168,45 @@ def adapt(template: dict[str, Any]) -> Adapted:
         if targets:
             del template["Outputs"][name]
             skipped.append(Skipped(name, "Output", f"refers to {', '.join(sorted(targets))}"))
-    return Adapted(template, skipped, adjusted)
+    return Adapted(template, skipped, adjusted, deferred, outputs.add_to_template())
+
+
+class _LocalOutputs:
+    """Hidden outputs through which moto resolves deferred resources' intrinsic functions."""
+
+    def __init__(self, template: dict[str, Any]) -> None:
+        self._template = template
+        self._outputs: dict[str, Any] = {}
+        self._taken = set(template.get("Outputs", {}))
+
+    def defer(self, logical_id: str, resource: dict, part: str | None, properties: dict[str, Any]) -> Deferred:
+        condition = resource.get("Condition")
+        condition_output = self._add("true", condition) if condition else None
+        resolved = self._replace(copy.deepcopy(properties), condition)
+        return Deferred(logical_id, resource["Type"], part, resolved, condition_output, condition)
+
+    def add_to_template(self) -> list[str]:
+        if self._outputs:
+            self._template.setdefault("Outputs", {}).update(self._outputs)
+        return list(self._outputs)
+
+    def _add(self, value: Any, condition: str | None) -> str:
+        index = len(self._outputs)
+        while f"{LOCAL_OUTPUT_PREFIX}{index}" in self._taken:
+            index += 1
+        key = f"{LOCAL_OUTPUT_PREFIX}{index}"
+        self._taken.add(key)
+        self._outputs[key] = {"Value": value, **({"Condition": condition} if condition else {})}
+        return key
+
+    def _replace(self, node: Any, condition: str | None) -> Any:
+        if isinstance(node, list):
+            return [self._replace(item, condition) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1 and any(key == "Ref" or key.startswith("Fn::") for key in node):
+            return {OUTPUT_MARKER: self._add(node, condition)}
+        return {key: self._replace(value, condition) for key, value in node.items()}
 
 
 def references(node: Any) -> set[str]:

@@ -4,6 +4,10 @@ The SAM template is translated here (samtranslator, no AWS call), local code fol
 into an S3 bucket of the embedded AWS, what moto cannot create is left out (cfn_adapt, with the
 reasons), and moto's CloudFormation creates the rest. What the stack holds is then read back from
 moto (physical ids, outputs, each function's resolved environment) rather than re-derived.
+
+What moto's CloudFormation cannot create but its APIs can (topic subscriptions; bucket notification
+configurations, which it ignores) is then created through those APIs (connect_event_sources) and
+listed in Deployment.created; once that runs, moto delivers SNS messages and S3 events to them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import copy
 import hashlib
 import io
 import json
+import logging
 import re
 import time
 import zipfile
@@ -29,9 +34,21 @@ from samtranslator.translator.translator import Translator
 from samtranslator.utils.py27hash_fix import to_py27_compatible_template, undo_mark_unicode_str_in_template
 from samtranslator.yaml_helper import yaml_parse
 
-from sluice_local.cfn_adapt import Adjusted, Skipped, adapt
+from sluice_local.cfn_adapt import OUTPUT_MARKER, Adjusted, Deferred, Skipped, adapt
 
-__all__ = ["Adjusted", "DeployError", "Deployment", "FunctionSpec", "Skipped", "deploy_template"]
+__all__ = [
+    "Adjusted",
+    "Created",
+    "DeployError",
+    "Deployment",
+    "FunctionSpec",
+    "Pending",
+    "Skipped",
+    "connect_event_sources",
+    "deploy_template",
+]
+
+logger = logging.getLogger(__name__)
 
 # (resource type, property holding a local path, what the S3 location looks like there)
 _PACKAGED = (
@@ -68,6 +85,26 @@ class FunctionSpec:
     layer_dirs: tuple[Path, ...] = ()
 
 
+@dataclass(frozen=True)
+class Created:
+    """Created by local mode through a service API, because moto's CloudFormation does not."""
+
+    logical_id: str
+    type: str  # the resource type, with the property applied when only that was ("AWS::S3::Bucket ...")
+    physical_id: str
+    reason: str  # how, and why not by moto's CloudFormation
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A deferred resource (or property) with its intrinsic functions resolved, not created yet."""
+
+    logical_id: str
+    type: str
+    part: str | None
+    properties: dict[str, Any]
+
+
 @dataclass
 class Deployment:
     stack_name: str
@@ -83,6 +120,10 @@ class Deployment:
     # serves are there), and the template as created in moto.
     translated: dict[str, Any] = field(default_factory=dict, repr=False)
     template: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Created through the APIs after the stack (connect_event_sources), and what still waits for it.
+    created: list[Created] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
+    aws_url: str = ""
 
 
 def deploy_template(
@@ -93,22 +134,22 @@ def deploy_template(
     region: str,
     parameters: dict[str, str] | None = None,
     root: Path | str | None = None,
+    connect_events: bool = True,
 ) -> Deployment:
     """Create `stack_name` from the SAM template in the AWS at `aws_url`.
 
     `parameters` override the template's defaults. Relative CodeUri/ContentUri/DefinitionUri paths
     resolve against `root` (default: the template's folder, as sam does).
+
+    `connect_events=False` leaves topic subscriptions and bucket notifications pending for
+    connect_event_sources(): a caller that runs the functions in-process must route moto's Lambda
+    invocations first, since from then on moto may invoke them (S3 sends a test event to every
+    queue and topic of a notification configuration at once).
     """
     template_path = Path(template_path)
     root = Path(root or template_path.parent).resolve()
     parameters = {key: str(value) for key, value in (parameters or {}).items()}
-    session = boto3.session.Session(
-        # Never the user's AWS profile (AWS_PROFILE naming a missing one would even fail here).
-        botocore_session=botocore.session.Session(session_vars={"profile": (None, None, None, None)}),
-        region_name=region,
-        aws_access_key_id="local",  # the embedded AWS takes any credentials
-        aws_secret_access_key="local",  # noqa: S106
-    )
+    session = _session(region)
 
     def client(service: str) -> Any:
         return session.client(service, endpoint_url=aws_url)
@@ -145,9 +186,12 @@ def deploy_template(
             resource_types[summary["LogicalResourceId"]] = summary["ResourceType"]
     resources.pop("", None)  # moto lists a nameless row for resources it skipped itself
     resource_types.pop("", None)
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
+    local_outputs = {key: value for key, value in outputs.items() if key in adapted.local_outputs}
+    outputs = {key: value for key, value in outputs.items() if key not in adapted.local_outputs}
+    pending, skipped = _resolve_deferred(adapted.deferred, local_outputs)
     functions = _read_functions(adapted.template, resources, folders, root, client("lambda"))
-    return Deployment(
+    deployment = Deployment(
         stack_name=stack_name,
         region=region,
         root=root,
@@ -155,10 +199,25 @@ def deploy_template(
         resources=resources,
         resource_types=resource_types,
         functions=functions,
-        skipped=adapted.skipped,
+        skipped=adapted.skipped + skipped,
         adjusted=adapted.adjusted,
         translated=translated,
         template=adapted.template,
+        pending=pending,
+        aws_url=aws_url,
+    )
+    if connect_events:
+        connect_event_sources(deployment)
+    return deployment
+
+
+def _session(region: str) -> Any:
+    return boto3.session.Session(
+        # Never the user's AWS profile (AWS_PROFILE naming a missing one would even fail here).
+        botocore_session=botocore.session.Session(session_vars={"profile": (None, None, None, None)}),
+        region_name=region,
+        aws_access_key_id="local",  # the embedded AWS takes any credentials
+        aws_secret_access_key="local",  # noqa: S106
     )
 
 
@@ -333,3 +392,152 @@ def _read_functions(
 def _client_error_text(error: ClientError) -> str:
     text = error.response.get("Error", {}).get("Message") or str(error)
     return re.sub(r"<[^>]+>", " ", text).strip()
+
+
+# ---------------------------------------------------------------------- what moto's CloudFormation leaves to the APIs
+_NO_VALUE = object()  # an output moto left out although its condition holds: AWS::NoValue
+# Subscription properties that are attributes of the SNS API, FilterPolicyScope first (it decides
+# how FilterPolicy is validated).
+_SUBSCRIPTION_ATTRIBUTES = (
+    "FilterPolicyScope",
+    "FilterPolicy",
+    "RawMessageDelivery",
+    "DeliveryPolicy",
+    "RedrivePolicy",
+    "ReplayPolicy",
+    "SubscriptionRoleArn",
+)
+# CloudFormation's NotificationConfiguration lists -> the S3 API's (list, destination, API destination).
+_NOTIFICATION_KINDS = (
+    ("LambdaConfigurations", "LambdaFunctionConfigurations", "Function", "LambdaFunctionArn"),
+    ("QueueConfigurations", "QueueConfigurations", "Queue", "QueueArn"),
+    ("TopicConfigurations", "TopicConfigurations", "Topic", "TopicArn"),
+)
+
+
+def _label(item: Deferred | Pending) -> str:
+    return item.type if item.part is None else f"{item.type} {item.part}"
+
+
+def _resolve_deferred(deferred: list[Deferred], outputs: dict[str, str]) -> tuple[list[Pending], list[Skipped]]:
+    """Put moto's values (read back as hidden outputs) in place of the intrinsic functions."""
+    pending, skipped = [], []
+    for item in deferred:
+        if item.condition_output is not None and item.condition_output not in outputs:
+            if item.part is None:  # a property of a resource that is not there is not missing
+                reason = f"condition {item.condition} is false (not created on AWS either)"
+                skipped.append(Skipped(item.logical_id, item.type, reason))
+            continue
+        properties = _substitute(item.properties, outputs)
+        pending.append(Pending(item.logical_id, item.type, item.part, properties))
+    return pending, skipped
+
+
+def _substitute(node: Any, outputs: dict[str, str]) -> Any:
+    if isinstance(node, list):
+        values = [_substitute(item, outputs) for item in node]
+        return [value for value in values if value is not _NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if set(node) == {OUTPUT_MARKER}:
+        return outputs.get(node[OUTPUT_MARKER], _NO_VALUE)
+    values = {key: _substitute(value, outputs) for key, value in node.items()}
+    return {key: value for key, value in values.items() if value is not _NO_VALUE}
+
+
+def connect_event_sources(deployment: Deployment) -> None:
+    """Create the deployment's pending subscriptions and bucket notifications through the APIs.
+
+    Each lands in deployment.created (subscriptions also in resources), or in deployment.skipped
+    with the API's refusal; from here on moto delivers to them (SNS publish, S3 events).
+    """
+    session = _session(deployment.region)
+    creators = {
+        ("AWS::SNS::Subscription", None): _create_subscription,
+        ("AWS::S3::Bucket", "NotificationConfiguration"): _apply_bucket_notifications,
+    }
+    for item in deployment.pending:
+        creator = creators.get((item.type, item.part))
+        if creator is None:
+            deployment.skipped.append(Skipped(item.logical_id, _label(item), "local mode cannot create it"))
+            continue
+        try:
+            created = creator(item, deployment, session)
+        except ClientError as error:
+            reason = f"the embedded AWS refused it: {_client_error_text(error)}"
+            logger.warning("%s (%s) not created: %s", item.logical_id, _label(item), reason)
+            deployment.skipped.append(Skipped(item.logical_id, _label(item), reason))
+            continue
+        if created is None:
+            continue
+        deployment.created.append(created)
+        if item.part is None:
+            deployment.resources[item.logical_id] = created.physical_id
+            deployment.resource_types[item.logical_id] = item.type
+    deployment.pending = []
+
+
+def _create_subscription(item: Pending, deployment: Deployment, session: Any) -> Created:
+    properties = item.properties
+    sns = session.client(
+        "sns", endpoint_url=deployment.aws_url, region_name=properties.get("Region") or deployment.region
+    )
+    arn = sns.subscribe(
+        TopicArn=properties["TopicArn"],
+        Protocol=properties["Protocol"],
+        Endpoint=properties.get("Endpoint", ""),
+        ReturnSubscriptionArn=True,
+    )["SubscriptionArn"]
+    refused = []
+    for name in _SUBSCRIPTION_ATTRIBUTES:
+        if name not in properties:
+            continue
+        try:
+            sns.set_subscription_attributes(
+                SubscriptionArn=arn, AttributeName=name, AttributeValue=_attribute_text(properties[name])
+            )
+        except ClientError as error:
+            refused.append(f"{name} ({_client_error_text(error)})")
+    reason = "created through the SNS API (moto's CloudFormation cannot create it)"
+    if refused:
+        reason += "; attributes the embedded SNS refused: " + ", ".join(refused)
+        logger.warning("%s: %s", item.logical_id, reason)
+    return Created(item.logical_id, item.type, arn, reason)
+
+
+def _attribute_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _apply_bucket_notifications(item: Pending, deployment: Deployment, session: Any) -> Created | None:
+    s3 = session.client("s3", endpoint_url=deployment.aws_url)
+    bucket = deployment.resources[item.logical_id]
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    if any(key in current for _, key, _, _ in _NOTIFICATION_KINDS) or "EventBridgeConfiguration" in current:
+        return None  # moto's CloudFormation applied it itself
+    configuration = _notification_configuration(item.properties["NotificationConfiguration"])
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=configuration)
+    reason = "applied through the S3 API (moto's CloudFormation ignores it)"
+    return Created(item.logical_id, _label(item), bucket, reason)
+
+
+def _notification_configuration(template: dict[str, Any]) -> dict[str, Any]:
+    """A bucket's NotificationConfiguration as CloudFormation spells it, as the S3 API does."""
+    configuration: dict[str, Any] = {}
+    for template_key, api_key, destination, api_destination in _NOTIFICATION_KINDS:
+        for entry in template.get(template_key, []):
+            converted: dict[str, Any] = {api_destination: entry[destination], "Events": [entry["Event"]]}
+            rules = entry.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+            if rules:
+                # S3 takes the rule names in any case; moto matches only "prefix" and "suffix".
+                converted["Filter"] = {
+                    "Key": {"FilterRules": [{"Name": rule["Name"].lower(), "Value": rule["Value"]} for rule in rules]}
+                }
+            configuration.setdefault(api_key, []).append(converted)
+    if str(template.get("EventBridgeConfiguration", {}).get("EventBridgeEnabled", "")).lower() == "true":
+        configuration["EventBridgeConfiguration"] = {}
+    return configuration

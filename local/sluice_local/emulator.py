@@ -20,6 +20,8 @@ from moto.server import ThreadedMotoServer
 from moto.stepfunctions import models as stepfunctions_models
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
+from sluice_local import moto_events
+
 
 @dataclass
 class MotoServer:
@@ -42,7 +44,10 @@ class MotoServer:
 
 
 def start_moto(host: str, port: int) -> MotoServer:
-    """Start moto on host:port (0: any free port) with Step Functions execution on; returns once it answers."""
+    """Start moto on host:port (0: any free port) with Step Functions execution on; returns once it answers.
+
+    SNS and S3 events moto delivers to Lambda carry what AWS's do (moto_events).
+    """
     _check_port_free(host, port)
     # werkzeug logs every request at INFO; keep its warnings and errors (moto's 500 tracebacks).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -55,6 +60,7 @@ def start_moto(host: str, port: int) -> MotoServer:
         # HTTP on localhost:$MOTO_PORT (default 5000): tell it the port actually bound.
         _set_env("MOTO_PORT", str(real_port), moto._undo)
         _enable_state_machine_execution(moto)
+        moto._undo.append(moto_events.install())
     except BaseException:
         moto.stop()
         raise

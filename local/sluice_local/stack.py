@@ -39,6 +39,7 @@ class Started:
     resources: dict[str, str]
     skipped: list[Any]
     models: dict[str, str] = field(default_factory=dict)
+    created: list[Any] = field(default_factory=list)  # by local mode through the APIs (deploy.Created)
 
 
 class LocalStack:
@@ -49,7 +50,7 @@ class LocalStack:
     # ------------------------------------------------------------------ up
     def start(self) -> Started:
         from sluice_local.bedrock import LocalBedrock
-        from sluice_local.deploy import deploy_template
+        from sluice_local.deploy import connect_event_sources, deploy_template
         from sluice_local.emulator import start_moto
         from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
         from sluice_local.models import start_model
@@ -91,8 +92,13 @@ class LocalStack:
         bedrock_url = bedrock.start(config.host, config.bedrock_port)
         self._stoppers.append(bedrock.stop)
 
+        # Subscriptions and bucket notifications wait until moto runs the functions in-process.
         deployment = deploy_template(
-            config.template, aws_url=moto.url, stack_name=config.stack_name, region=config.region
+            config.template,
+            aws_url=moto.url,
+            stack_name=config.stack_name,
+            region=config.region,
+            connect_events=False,
         )
         os.environ.update(function_environment(deployment, moto.url, config.region))
         os.environ.update(
@@ -104,6 +110,8 @@ class LocalStack:
         )
         runner = LambdaRunner(deployment.functions, ROOT)
         install_moto_lambda_router(runner)
+        # From here on moto invokes the functions (SNS publish, S3 events, S3's test event to queues).
+        connect_event_sources(deployment)
 
         self._store_catalog(deployment)
         _register_endpoint(sagemaker)
@@ -126,6 +134,7 @@ class LocalStack:
             resources=deployment.resources,
             skipped=list(deployment.skipped),
             models={version: running.url for version, running in models.items()},
+            created=list(deployment.created),
         )
 
     def _store_catalog(self, deployment: Any) -> None:
