@@ -12,7 +12,8 @@ unchanged. `POST /endpoints/{EndpointName}/invocations` is answered as SageMaker
 - a 4xx/5xx answer from the model becomes ModelError (HTTP 424) with OriginalStatusCode, OriginalMessage
   (the model's body), LogStreamArn and Message; a model slower than `model_timeout` a ModelError too;
 - a model process that cannot be reached is ServiceUnavailable (HTTP 503);
-- an endpoint configured for asynchronous inference is a ValidationError here (use InvokeEndpointAsync).
+- an endpoint configured for asynchronous inference is a ValidationError here (use InvokeEndpointAsync); whether
+  it is async is remembered for ASYNC_CHECK_TTL_SECONDS.
 
 `POST /endpoints/{EndpointName}/async-invocations` (InvokeEndpointAsync) needs the optional
 `resolve_async(endpoint_name) -> AsyncConfig | None` (the endpoint config's AsyncInferenceConfig; None: not
@@ -51,6 +52,7 @@ import logging
 import random
 import re
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -79,6 +81,9 @@ _ASYNC_ROUTE = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
 MAX_ASYNC_INLINE_BYTES = 128_000
 ASYNC_INVOCATION_TIMEOUT_SECONDS = 900
 ASYNC_WORKERS = 4
+# InvokeEndpoint checks that an endpoint is not async from a memo this old at most (resolving costs two calls
+# to the embedded SageMaker, which would double the local latency of every invocation).
+ASYNC_CHECK_TTL_SECONDS = 5.0
 # Request headers passed on to the model container, as SageMaker does.
 _FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes", "X-Amzn-SageMaker-Target-Model")
 _MAX_ORIGINAL_MESSAGE = 8192
@@ -304,6 +309,7 @@ class LocalSageMakerRuntime(LoopbackService):
         self._async: ThreadPoolExecutor | None = None
         self._async_lock = threading.Lock()
         self._aws_clients: dict[str, Any] = {}
+        self._async_known: dict[str, tuple[float, bool]] = {}
 
     def stop(self) -> None:
         super().stop()
@@ -380,7 +386,16 @@ class LocalSageMakerRuntime(LoopbackService):
 
     def refuse_async_endpoint(self, endpoint: str) -> None:
         """InvokeEndpoint on an endpoint configured for asynchronous inference is refused, as on AWS."""
-        if self.resolve_async is not None and self.resolve_async(endpoint) is not None:
+        if self.resolve_async is None:
+            return
+        now = time.monotonic()
+        with self._async_lock:
+            known = self._async_known.get(endpoint)
+        if known is None or known[0] <= now:
+            known = (now + ASYNC_CHECK_TTL_SECONDS, self.resolve_async(endpoint) is not None)
+            with self._async_lock:
+                self._async_known[endpoint] = known
+        if known[1]:
             raise _validation(
                 f"Endpoint {endpoint} of account {self.account_id} is configured for asynchronous inference; "
                 "invoke it with InvokeEndpointAsync."
@@ -390,6 +405,8 @@ class LocalSageMakerRuntime(LoopbackService):
 
     def accept_async(self, endpoint: str, headers: Mapping[str, str], body: bytes) -> _AsyncRequest:
         config = self.resolve_async(endpoint) if self.resolve_async is not None else None
+        with self._async_lock:
+            self._async_known[endpoint] = (time.monotonic() + ASYNC_CHECK_TTL_SECONDS, config is not None)
         if config is None:
             if not self.resolve(endpoint):
                 raise _validation(f"Endpoint {endpoint} of account {self.account_id} not found.")
