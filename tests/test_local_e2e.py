@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 class Local:
     def __init__(self, state_dir: Path) -> None:
-        self.ports = {name: _free_port() for name in ("api", "aws")}
+        self.ports = {name: _free_port() for name in ("api", "aws", "sagemaker")}
         self.state_dir = state_dir
         self.process: subprocess.Popen | None = None
         self.output: list[str] = []
@@ -47,6 +47,7 @@ class Local:
             "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "sluice"), str(ROOT / "local")]),
             "SLUICE_LOCAL_PORT": str(self.ports["api"]),
             "SLUICE_LOCAL_AWS_PORT": str(self.ports["aws"]),
+            "SLUICE_LOCAL_SAGEMAKER_PORT": str(self.ports["sagemaker"]),
             "SLUICE_LOCAL_API_KEY": KEY,
             "SLUICE_LOCAL_STATE_DIR": str(self.state_dir),
             "PYTHONUNBUFFERED": "1",
@@ -250,3 +251,91 @@ def test_stop_then_start_again_on_the_same_ports(local):
     local.start()
     status, _, _ = local.request("GET", "/v1/health", key=None)
     assert status == 200
+
+
+# --- batch transform and async inference, on the stack's own resources -----------------------------------
+
+
+def _aws(local, service: str, port: str = "aws"):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        service,
+        endpoint_url=f"http://127.0.0.1:{local.ports[port]}",
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}),
+    )
+
+
+def _outputs(local) -> dict[str, str]:
+    stack = _aws(local, "cloudformation").describe_stacks(StackName="sluice-local")["Stacks"][0]
+    return {output["OutputKey"]: output["OutputValue"] for output in stack["Outputs"]}
+
+
+def test_transform_job_on_the_registered_iris_model_really_runs(local):
+    bucket = _outputs(local)["DataBucketName"]
+    s3, sagemaker = _aws(local, "s3"), _aws(local, "sagemaker")
+    s3.put_object(Bucket=bucket, Key="e2e-transform/in/rows.csv", Body=b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+
+    sagemaker.create_transform_job(
+        TransformJobName="e2e-transform",
+        ModelName="sluice-iris-v1",
+        BatchStrategy="MultiRecord",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/e2e-transform/in/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        TransformOutput={
+            "S3OutputPath": f"s3://{bucket}/e2e-transform/out/",
+            "Accept": "application/json",
+            "AssembleWith": "Line",
+        },
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    deadline = time.monotonic() + 20
+    while (job := sagemaker.describe_transform_job(TransformJobName="e2e-transform"))["TransformJobStatus"] in (
+        "InProgress",
+        "Stopping",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    out = s3.get_object(Bucket=bucket, Key="e2e-transform/out/rows.csv.out")["Body"].read().decode()
+    assert [json.loads(line)["label"] for line in out.splitlines()] == ["setosa", "virginica"]
+
+
+def test_async_endpoint_writes_its_output_and_notifies_the_stacks_success_topic(local):
+    outputs = _outputs(local)
+    bucket = outputs["DataBucketName"]
+    s3, sqs, sns = _aws(local, "s3"), _aws(local, "sqs"), _aws(local, "sns")
+    queue = sqs.create_queue(QueueName="e2e-async-success")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=outputs["AsyncSuccessTopicArn"], Protocol="sqs", Endpoint=queue_arn)
+    s3.put_object(Bucket=bucket, Key="e2e-async/input.json", Body=json.dumps({"instances": [SETOSA]}).encode())
+
+    response = _aws(local, "sagemaker-runtime", "sagemaker").invoke_endpoint_async(
+        EndpointName="sluice-iris-async",
+        InputLocation=f"s3://{bucket}/e2e-async/input.json",
+        ContentType="application/json",
+        InferenceId="e2e-async-1",
+    )
+    note = None
+    deadline = time.monotonic() + 20
+    while note is None:
+        assert time.monotonic() < deadline, "no success notification"
+        for message in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1).get("Messages", []):
+            candidate = json.loads(json.loads(message["Body"])["Message"])
+            if candidate["inferenceId"] == "e2e-async-1":
+                note = candidate
+
+    assert response["OutputLocation"].startswith(f"s3://{bucket}/async-endpoint-output/")
+    assert note["invocationStatus"] == "Completed"
+    assert note["responseParameters"]["outputLocation"] == response["OutputLocation"]
+    key = response["OutputLocation"].removeprefix(f"s3://{bucket}/")
+    answer = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert answer["predictions"][0]["label"] == "setosa"

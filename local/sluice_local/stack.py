@@ -22,6 +22,8 @@ from sluice_local.config import ROOT, LocalConfig
 from sluice_local.gateway import LocalApiGateway
 
 ENDPOINT = "sluice-iris"
+# The same models behind an asynchronous endpoint (InvokeEndpointAsync), reporting to the stack's async topics.
+ASYNC_ENDPOINT = "sluice-iris-async"
 # Two model versions behind one endpoint, as two production variants with these traffic weights.
 VARIANTS = (("v1", 0.8), ("v2", 0.2))
 LOCAL_CATALOG = ROOT / "local" / "catalog.json"
@@ -54,7 +56,8 @@ class LocalStack:
         from sluice_local.emulator import start_moto
         from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
         from sluice_local.models import start_model
-        from sluice_local.sagemaker_runtime import LocalSageMakerRuntime, Variant
+        from sluice_local.sagemaker_runtime import AsyncConfig, LocalSageMakerRuntime, Variant
+        from sluice_local.transform import install_transform_runner
 
         config = self.config
         netguard.install()
@@ -71,6 +74,19 @@ class LocalStack:
             models[version] = running
         sagemaker = boto3.client("sagemaker")
 
+        def resolve_model(model_name: str) -> str | None:
+            # A SageMaker model runs on the model process of its container's SLUICE_MODEL_VERSION.
+            try:
+                model = sagemaker.describe_model(ModelName=model_name)
+            except ClientError:
+                return None
+            version = model.get("PrimaryContainer", {}).get("Environment", {}).get("SLUICE_MODEL_VERSION")
+            return models[version].url if version in models else None
+
+        # Transform jobs (CreateTransformJob, from Step Functions too) run against the model processes.
+        transforms = install_transform_runner(resolve_model, moto.url, config.region)
+        self._stoppers.append(transforms.uninstall)
+
         def resolve(endpoint_name: str) -> list[Variant] | None:
             # Weights are read from the embedded SageMaker on every call, so updating the endpoint
             # config there (aws sagemaker ... --endpoint-url) changes routing at once.
@@ -85,7 +101,15 @@ class LocalStack:
                 if v["VariantName"] in models
             ]
 
-        runtime = LocalSageMakerRuntime(resolve)
+        def resolve_async(endpoint_name: str) -> AsyncConfig | None:
+            try:
+                endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+            except ClientError:
+                return None
+            endpoint_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+            return AsyncConfig.from_api(endpoint_config.get("AsyncInferenceConfig"))
+
+        runtime = LocalSageMakerRuntime(resolve, resolve_async=resolve_async, aws_url=moto.url, region=config.region)
         sagemaker_url = runtime.start(config.host, config.sagemaker_port)
         self._stoppers.append(runtime.stop)
         bedrock = LocalBedrock()
@@ -115,6 +139,7 @@ class LocalStack:
 
         self._store_catalog(deployment)
         _register_endpoint(sagemaker)
+        _register_async_endpoint(sagemaker, deployment.outputs)
         api_key, generated = self._create_api_key(deployment)
 
         api = load_api(config.template, "PublicApi")
@@ -201,3 +226,36 @@ def _register_endpoint(sagemaker: Any) -> None:
         ],
     )
     sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=f"{ENDPOINT}-config")
+
+
+def _register_async_endpoint(sagemaker: Any, outputs: dict[str, str]) -> None:
+    """`sluice-iris-async`: the iris models as an async endpoint writing under the data bucket."""
+    bucket = outputs.get("DataBucketName")
+    if not bucket:
+        return
+    notifications = {
+        key: outputs[output]
+        for key, output in (("SuccessTopic", "AsyncSuccessTopicArn"), ("ErrorTopic", "AsyncErrorTopicArn"))
+        if outputs.get(output)
+    }
+    output_config: dict[str, Any] = {
+        "S3OutputPath": f"s3://{bucket}/async-endpoint-output/",
+        "S3FailurePath": f"s3://{bucket}/async-endpoint-output/failures/",
+    }
+    if notifications:
+        output_config["NotificationConfig"] = notifications
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=f"{ASYNC_ENDPOINT}-config",
+        ProductionVariants=[
+            {
+                "VariantName": version,
+                "ModelName": f"{ENDPOINT}-{version}",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": weight,
+            }
+            for version, weight in VARIANTS
+        ],
+        AsyncInferenceConfig={"OutputConfig": output_config},
+    )
+    sagemaker.create_endpoint(EndpointName=ASYNC_ENDPOINT, EndpointConfigName=f"{ASYNC_ENDPOINT}-config")
