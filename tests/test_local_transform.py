@@ -173,7 +173,7 @@ def test_csv_rows_become_one_prediction_line_each(s3, sagemaker):
 
     assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
     assert job["TransformEndTime"] >= job["TransformStartTime"]
-    assert "FailureReason" not in job or not job["FailureReason"]
+    assert "FailureReason" not in job
     predictions = _lines(s3, f"{out}rows.csv.out")
     assert len(predictions) == len(ROWS)
     assert all(_is_prediction(p) for p in predictions)

@@ -162,6 +162,7 @@ class TransformRunner:
             job = original_create(backend, *args, **kwargs)
             job.transform_job_status = "InProgress"
             job.transform_end_time = None
+            job.failure_reason = None  # moto's "" would show as an empty FailureReason; AWS has none
             runner._start(backend, job)
             return job
 
@@ -518,7 +519,7 @@ def _set_status(job: Any, status: str) -> None:
 
 def _finish(job: Any, status: str, reason: str = "") -> None:
     # The reason first: whoever reads Failed reads its reason too.
-    job.failure_reason = reason[:MAX_FAILURE_REASON]
+    job.failure_reason = reason[:MAX_FAILURE_REASON] or None
     job.transform_end_time = utcnow()
     _set_status(job, status)
 
