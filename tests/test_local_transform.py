@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,8 @@ POLL_TIMEOUT = 20.0
 def moto() -> Iterator[MotoServer]:
     server = start_moto("127.0.0.1", 0)
     yield server
+    # moto's state is process-wide: leave nothing behind for the next module's embedded AWS.
+    urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")).close()
     server.stop()
 
 
