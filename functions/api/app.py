@@ -23,7 +23,20 @@ from sluice.inference.context import RequestContext
 from sluice.inference.embeddings import create_embeddings
 from sluice.inference.invoke import InvokeResponse, invoke
 from sluice.inference.listing import describe_model, list_models
-from sluice.inference.validation import parse_json_body
+from sluice.inference.validation import parse_json_body, parse_query
+from sluice.jobs.batch import submit_batch
+from sluice.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
+from sluice.jobs.models import Job
+from sluice.jobs.queries import cancel_job, get_job, list_jobs
+from sluice.jobs.submit import (
+    CALLBACK_SNS_HEADER,
+    CALLBACK_URL_HEADER,
+    UPLOAD_HEADER,
+    callback_from,
+    create_upload,
+    submit_async,
+)
+from sluice.jobs.views import BatchJobRequest, JobList, JobListQuery, JobView, UploadRequest, UploadTicket
 from sluice.openai_compat.chat import ChatCompletion, ChatCompletionRequest
 from sluice.openai_compat.embeddings import EmbeddingList, EmbeddingRequest
 from sluice.openai_compat.models import ModelCard, ModelList
@@ -31,6 +44,12 @@ from sluice.settings import get_settings
 from sluice.telemetry import logger, metrics, record_error, tracer
 
 app = APIGatewayRestResolver()
+JOB_HEADERS = (
+    (UPLOAD_HEADER, "The upload id of a file PUT to an upload URL; send no body with it"),
+    (IDEMPOTENCY_HEADER, "Retrying with the same key returns the same job"),
+    (CALLBACK_SNS_HEADER, "SNS topic ARN told the final status (or ?callback_sns=)"),
+    (CALLBACK_URL_HEADER, "https URL sent the final status, HMAC-signed (or ?callback_url=)"),
+)
 # (method, path, summary, request model, response model, raw body, public): the docs are built from it.
 ROUTES: list[tuple] = []
 
@@ -44,9 +63,11 @@ def route(
     response: type[BaseModel] | None = None,
     raw_body: bool = False,
     public: bool = False,
+    headers: tuple[tuple[str, str], ...] = (),
+    status: int = 200,
 ) -> Callable:
     def register(handler: Callable) -> Callable:
-        ROUTES.append((method, path, summary, request, response, raw_body, public))
+        ROUTES.append((method, path, summary, request, response, raw_body, public, headers, status))
         return app.route(path, method)(handler)
 
     return register
@@ -66,13 +87,21 @@ def raw_body() -> bytes:
     return base64.b64decode(body) if event.is_base64_encoded else body.encode()
 
 
-def ok(model: BaseModel) -> Response:
+def ok(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        status_code=200,
+        status_code=status,
         content_type="application/json",
         body=model.model_dump_json(),
-        headers={"X-Request-Id": app.current_event.request_context.request_id or ""},
+        headers={"X-Request-Id": app.current_event.request_context.request_id or "", **(headers or {})},
     )
+
+
+def accepted(job: Job, replayed: bool) -> Response:
+    """202 with the job and where to poll it; a replayed Idempotency-Key says so."""
+    headers = {"Location": f"/v1/jobs/{job.job_id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return ok(JobView.of(job), status=202, headers=headers)
 
 
 @route("GET", "/v1/health", "Liveness; calls no backend", public=True)
@@ -90,7 +119,14 @@ def get_model(model: str) -> Response:
     return ok(describe_model(request_context(), model))
 
 
-@route("POST", "/v1/models/<model>/invoke", "Body to the model's backend", response=InvokeResponse, raw_body=True)
+@route(
+    "POST",
+    "/v1/models/<model>/invoke",
+    "Body to the model's backend",
+    response=InvokeResponse,
+    raw_body=True,
+    headers=(("X-Sluice-Target-Variant", "Pin a SageMaker production variant for this request"),),
+)
 def post_invoke(model: str) -> Response:
     headers = app.current_event.headers
     ctx = request_context()
@@ -107,6 +143,78 @@ def post_chat_completions() -> Response:
 def post_embeddings() -> Response:
     ctx = request_context()
     return ok(create_embeddings(ctx, parse_json_body(EmbeddingRequest, raw_body())))
+
+
+@route(
+    "POST",
+    "/v1/models/<model>/async",
+    "Submit an async job: the body, or an upload named in X-Sluice-Input-Upload, is the input",
+    response=JobView,
+    raw_body=True,
+    headers=JOB_HEADERS,
+    status=202,
+)
+def post_async(model: str) -> Response:
+    event = app.current_event
+    headers = event.headers
+    ctx = request_context()
+    job, replayed = submit_async(
+        ctx,
+        model,
+        body=raw_body(),
+        content_type=headers.get("content-type"),
+        upload_id=headers.get(UPLOAD_HEADER),
+        callback=callback_from(headers, event.query_string_parameters or {}),
+        idempotency_key=headers.get(IDEMPOTENCY_HEADER),
+        lambda_context=app.lambda_context,
+    )
+    return accepted(job, replayed)
+
+
+@route(
+    "POST",
+    "/v1/models/<model>/async/uploads",
+    "A presigned URL to PUT a large async input to (step 1 of 2)",
+    request=UploadRequest,
+    response=UploadTicket,
+    status=201,
+)
+def post_async_upload(model: str) -> Response:
+    ctx = request_context()
+    return ok(create_upload(ctx, model, parse_json_body(UploadRequest, raw_body())), status=201)
+
+
+@route(
+    "POST",
+    "/v1/batch-jobs",
+    "Start a batch transform job over an S3 prefix",
+    request=BatchJobRequest,
+    response=JobView,
+    headers=((IDEMPOTENCY_HEADER, "Retrying with the same key returns the same job"),),
+    status=202,
+)
+def post_batch_job() -> Response:
+    ctx = request_context()
+    request = parse_json_body(BatchJobRequest, raw_body())
+    idempotency_key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
+    job, replayed = submit_batch(ctx, request, idempotency_key=idempotency_key, lambda_context=app.lambda_context)
+    return accepted(job, replayed)
+
+
+@route("GET", "/v1/jobs", "Your jobs, newest first (?limit, ?next_token, ?status, ?kind)", response=JobList)
+def get_jobs() -> Response:
+    ctx = request_context()
+    return ok(list_jobs(ctx, parse_query(JobListQuery, app.current_event.query_string_parameters)))
+
+
+@route("GET", "/v1/jobs/<job_id>", "One of your jobs; download URLs once it SUCCEEDED", response=JobView)
+def get_one_job(job_id: str) -> Response:
+    return ok(get_job(request_context(), job_id))
+
+
+@route("POST", "/v1/jobs/<job_id>/cancel", "Cancel a QUEUED or RUNNING job", response=JobView)
+def post_cancel_job(job_id: str) -> Response:
+    return ok(cancel_job(request_context(), job_id))
 
 
 @route("GET", "/v1/docs", "This API's OpenAPI document (?format=json) or its Swagger UI")

@@ -28,6 +28,10 @@ class RouteDoc:
     # A raw body forwarded as is (invoke): documented by media type, not by schema.
     raw_body: bool = False
     public: bool = False
+    # Request headers the route reads: (name, description).
+    headers: tuple[tuple[str, str], ...] = ()
+    # The status of a success (202 for an accepted job).
+    success_status: int = 200
 
     @property
     def openapi_path(self) -> str:
@@ -82,21 +86,16 @@ def _operation(route: RouteDoc, refs: dict) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "OK"}
     if route.response is not None:
         success["content"] = {"application/json": {"schema": refs[(route.response, "validation")]}}
-    operation["responses"]["200"] = success
+    operation["responses"][str(route.success_status)] = success
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"<(\w+)>", route.path)
     ]
+    parameters += [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": description}
+        for name, description in route.headers
+    ]
     if route.raw_body:
-        parameters.append(
-            {
-                "name": "X-Sluice-Target-Variant",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string"},
-                "description": "Pin a SageMaker production variant for this request",
-            }
-        )
         operation["requestBody"] = {
             "required": True,
             "description": "Forwarded to the model's backend unchanged, with the model's content type",

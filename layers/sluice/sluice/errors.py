@@ -62,6 +62,38 @@ class RouteNotFound(SluiceError):
     status, code, type = 404, "route_not_found", "not_found_error"
 
 
+class JobNotFound(SluiceError):
+    status, code, type = 404, "job_not_found", "not_found_error"
+
+
+class UploadNotFound(SluiceError):
+    status, code, type = 404, "upload_not_found", "not_found_error"
+
+
+class ApprovalRequired(SluiceError):
+    status, code, type = 403, "approval_required", "permission_error"
+
+
+class LocationNotAllowed(SluiceError):
+    """An S3 location outside what this caller may read or write."""
+
+    status, code, type = 403, "location_not_allowed", "permission_error"
+
+
+class Conflict(SluiceError):
+    """The request contradicts the resource's state (cancelling a finished job, a key still in use)."""
+
+    status, code, type = 409, "conflict", "invalid_request_error"
+
+
+class JobNotCancellable(Conflict):
+    code = "job_not_cancellable"
+
+
+class IdempotencyKeyInProgress(Conflict):
+    code = "idempotency_key_in_progress"
+
+
 class PayloadTooLarge(SluiceError):
     status, code, type = 413, "payload_too_large", "invalid_request_error"
 
@@ -72,6 +104,10 @@ class UnsupportedMediaType(SluiceError):
 
 class ValidationFailed(SluiceError):
     status, code, type = 422, "validation_failed", "invalid_request_error"
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    code = "idempotency_key_reused"
 
 
 class Throttled(SluiceError):

@@ -18,6 +18,10 @@ def _flag(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     catalog_parameter: str = field(default_factory=lambda: _env("SLUICE_CATALOG_PARAMETER", "/sluice/catalog"))
@@ -80,6 +84,20 @@ class Settings:
             if t.strip()
         )
     )
+    # How long an Idempotency-Key is remembered: a retry within this window returns the first job.
+    idempotency_seconds: int = field(default_factory=lambda: int(_env("SLUICE_IDEMPOTENCY_SECONDS", "86400")))
+    # Buckets besides the data bucket a batch job may read from and write to (any caller, any prefix).
+    # In the data bucket a caller only reaches its own prefixes.
+    batch_extra_buckets: tuple[str, ...] = field(default_factory=lambda: _list(_env("SLUICE_BATCH_EXTRA_BUCKETS", "")))
+    batch_default_instance_type: str = field(
+        default_factory=lambda: _env("SLUICE_BATCH_DEFAULT_INSTANCE_TYPE", "ml.m5.large")
+    )
+    batch_max_instance_count: int = field(default_factory=lambda: int(_env("SLUICE_BATCH_MAX_INSTANCE_COUNT", "10")))
+    # Owner of the jobs started by files dropped under batch-input/<model>/ (write access to that
+    # prefix is the authorisation; the caller named here sees the jobs in GET /v1/jobs).
+    batch_drop_caller: str = field(default_factory=lambda: _env("SLUICE_BATCH_DROP_CALLER", "platform"))
+    # GET /v1/jobs/{id} of a finished batch job presigns at most this many output files.
+    batch_output_urls_max: int = field(default_factory=lambda: int(_env("SLUICE_BATCH_OUTPUT_URLS_MAX", "50")))
 
 
 @cache

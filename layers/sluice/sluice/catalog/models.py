@@ -43,6 +43,20 @@ class SageMakerBackend(_Strict):
     extra_content_types: tuple[str, ...] = ()
     # The request/response dialect of a chat container: OpenAI messages (LMI, vLLM, TGI Messages API).
     chat_format: Literal["openai"] = "openai"
+    # A SageMaker asynchronous endpoint (InvokeEndpointAsync): served by POST /v1/models/{model}/async only.
+    async_endpoint: bool = False
+    # The SageMaker Model a batch transform job runs for this entry (POST /v1/batch-jobs, batch drops).
+    model_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+    @model_validator(mode="after")
+    def _async_endpoint_takes_no_targets(self) -> SageMakerBackend:
+        # InvokeEndpointAsync has no TargetModel, TargetVariant or InferenceComponentName.
+        if self.async_endpoint and (self.target_model or self.target_variant or self.inference_component_name):
+            raise ValueError(
+                "an async_endpoint cannot use target_model, target_variant or inference_component_name "
+                "(InvokeEndpointAsync has no such parameters)"
+            )
+        return self
 
     @property
     def target(self) -> dict[str, Any]:

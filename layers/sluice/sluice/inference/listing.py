@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sluice.catalog.models import ModelEntry
+from sluice.catalog.models import ModelEntry, SageMakerBackend
 from sluice.errors import ModelForbidden, ModelNotFound
 from sluice.inference import limits
 from sluice.inference.context import RequestContext
@@ -28,6 +28,12 @@ def describe_model(ctx: RequestContext, name: str) -> ModelCard:
     return _card(name, entry)
 
 
+def _invoke_path(name: str, entry: ModelEntry) -> str:
+    if isinstance(entry.backend, SageMakerBackend) and entry.backend.async_endpoint:
+        return f"/v1/models/{name}/async"
+    return _ROUTE_BY_TASK.get(entry.task, f"/v1/models/{name}/invoke")
+
+
 def _card(name: str, entry: ModelEntry) -> ModelCard:
     return ModelCard(
         id=name,
@@ -35,7 +41,7 @@ def _card(name: str, entry: ModelEntry) -> ModelCard:
         task=entry.task,
         provider=entry.backend.provider,
         description=entry.description,
-        invoke_path=_ROUTE_BY_TASK.get(entry.task, f"/v1/models/{name}/invoke"),
+        invoke_path=_invoke_path(name, entry),
         example_request=entry.example_request,
         labels=entry.labels,
         limits={

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from sluice.catalog.models import Catalog, ModelEntry
+from sluice.catalog.models import Catalog, ModelEntry, SageMakerBackend
 from sluice.catalog.store import CatalogStore
 from sluice.errors import InvalidRequest, ModelForbidden, ModelNotFound
 from sluice.inference.context import RequestContext
@@ -21,7 +21,11 @@ def current_catalog() -> Catalog:
     return catalog_store().get()
 
 
-def resolve_model(ctx: RequestContext, name: str, *, task: str | None = None, route: str = "") -> ModelEntry:
+def resolve_model(
+    ctx: RequestContext, name: str, *, task: str | None = None, route: str = "", asynchronous: bool = False
+) -> ModelEntry:
+    """`asynchronous`: the caller submits a job (POST /v1/models/{model}/async), the only way to reach
+    a SageMaker asynchronous endpoint."""
     entry = current_catalog().get(name)
     if entry is None:
         raise ModelNotFound(
@@ -33,6 +37,12 @@ def resolve_model(ctx: RequestContext, name: str, *, task: str | None = None, ro
             param="model",
         )
     ctx.model, ctx.provider = name, entry.backend.provider
+    if not asynchronous and isinstance(entry.backend, SageMakerBackend) and entry.backend.async_endpoint:
+        raise InvalidRequest(
+            f"Model '{name}' runs on a SageMaker asynchronous endpoint; submit it as a job with "
+            f"POST /v1/models/{name}/async and poll GET /v1/jobs/{{id}}.",
+            param="model",
+        )
     if task and entry.task != task:
         raise InvalidRequest(
             f"Model '{name}' is a {entry.task} model and cannot serve {route}; "

@@ -34,3 +34,11 @@ def parse_json_body(model: type[M], body: bytes) -> M:
         return model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_failed(field_errors(exc.errors(), ("body",))) from None
+
+
+def parse_query(model: type[M], params: dict[str, str] | None) -> M:
+    """A query string into its model; a bad parameter is a 422 naming `query.<name>`."""
+    try:
+        return model.model_validate(params or {})
+    except ValidationError as exc:
+        raise validation_failed(field_errors(exc.errors(), ("query",))) from None

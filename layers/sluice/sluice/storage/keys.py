@@ -14,6 +14,11 @@ def _safe(caller: str) -> str:
     return caller.replace("/", "_").replace(":", "_")
 
 
+def safe_caller(caller: str) -> str:
+    """The caller's path segment in every key: `<prefix>/<safe_caller(caller)>/...`."""
+    return _safe(caller)
+
+
 def async_input_key(caller: str, job_id: str) -> str:
     return f"{ASYNC_PREFIX}/{_safe(caller)}/{job_id}/input"
 

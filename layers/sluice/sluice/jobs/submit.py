@@ -1,0 +1,216 @@
+"""POST /v1/models/{model}/async and its upload step: the input is in S3 before the job exists.
+
+Inline bodies (up to settings.async_max_inline_bytes) are written to async/<caller>/<job>/input.
+Larger inputs (up to settings.async_max_upload_bytes) take two steps: POST .../async/uploads returns
+a presigned PUT for uploads/<caller>/<upload id>, then POST .../async with the header
+X-Sluice-Input-Upload names it. The upload key holds the caller, so another caller's upload id
+resolves to nothing (404), never to their data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sluice.catalog.models import BedrockBackend, ModelEntry
+from sluice.errors import InvalidRequest, PayloadTooLarge, UploadNotFound
+from sluice.inference.context import RequestContext
+from sluice.inference.payload import choose_content_type
+from sluice.inference.routing import resolve_model
+from sluice.inference.validation import validation_failed
+from sluice.jobs import idempotency, services
+from sluice.jobs.models import Callback, Job, JobKind
+from sluice.jobs.starting import new_job_id, start_async, uses_native_async
+from sluice.jobs.views import UPLOAD_ID_PATTERN, UploadRequest, UploadTicket
+from sluice.providers.errors import from_client_error, translate_errors
+from sluice.settings import get_settings
+from sluice.storage.keys import async_input_key, s3_uri, upload_key
+
+UPLOAD_HEADER = "X-Sluice-Input-Upload"
+CALLBACK_SNS_HEADER = "X-Sluice-Callback-Sns"
+CALLBACK_URL_HEADER = "X-Sluice-Callback-Url"
+# The same callback may come in the query string (for clients that cannot set headers).
+CALLBACK_SNS_QUERY = "callback_sns"
+CALLBACK_URL_QUERY = "callback_url"
+_UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
+
+
+def create_upload(ctx: RequestContext, name: str, request: UploadRequest) -> UploadTicket:
+    resolve_model(ctx, name, asynchronous=True)
+    settings = get_settings()
+    if request.size_bytes > settings.async_max_upload_bytes:
+        raise PayloadTooLarge(
+            f"size_bytes is {request.size_bytes}; an async input may be at most {settings.async_max_upload_bytes} "
+            "bytes. Split the input, or score it with a batch job (POST /v1/batch-jobs).",
+            param="size_bytes",
+            details={"size_bytes": request.size_bytes, "limit_bytes": settings.async_max_upload_bytes},
+        )
+    upload_id = f"up-{secrets.token_hex(16)}"
+    key = upload_key(ctx.caller.identity, upload_id)
+    url = services.s3().generate_presigned_url(
+        "put_object",
+        Params={"Bucket": settings.data_bucket, "Key": key, "ContentLength": request.size_bytes},
+        ExpiresIn=settings.presigned_url_seconds,
+    )
+    expires = datetime.now(UTC) + timedelta(seconds=settings.presigned_url_seconds)
+    return UploadTicket(
+        upload_id=upload_id,
+        model=name,
+        url=url,
+        headers={"Content-Length": str(request.size_bytes)},
+        size_bytes=request.size_bytes,
+        expires_at=expires.isoformat(timespec="seconds"),
+        s3_uri=s3_uri(settings.data_bucket, key),
+        next=f"PUT the file to url, then POST /v1/models/{name}/async with header {UPLOAD_HEADER}: {upload_id}",
+    )
+
+
+def callback_from(headers: Any, query: dict[str, str]) -> Callback | None:
+    """X-Sluice-Callback-Sns / X-Sluice-Callback-Url headers, or ?callback_sns= / ?callback_url=."""
+    fields = {
+        "sns_topic_arn": (headers.get(CALLBACK_SNS_HEADER) or query.get(CALLBACK_SNS_QUERY), CALLBACK_SNS_HEADER),
+        "webhook_url": (headers.get(CALLBACK_URL_HEADER) or query.get(CALLBACK_URL_QUERY), CALLBACK_URL_HEADER),
+    }
+    given = {field: value for field, (value, _) in fields.items() if value}
+    if not given:
+        return None
+    from pydantic import ValidationError
+
+    try:
+        return Callback(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err.get("loc") else "callback"
+            header = fields.get(field, (None, field))[1]
+            what = "an SNS topic ARN" if field == "sns_topic_arn" else "an https:// URL"
+            problems.append({"field": header, "message": f"must be {what} ({err.get('msg', 'invalid')})"})
+        raise validation_failed(problems) from None
+
+
+def submit_async(
+    ctx: RequestContext,
+    name: str,
+    *,
+    body: bytes,
+    content_type: str | None,
+    upload_id: str | None,
+    callback: Callback | None,
+    idempotency_key: str | None,
+    lambda_context: Any = None,
+) -> tuple[Job, bool]:
+    """Returns the job (as stored) and whether the request replayed an earlier one (Idempotency-Key)."""
+    idempotency.check_key(idempotency_key)
+    entry = resolve_model(ctx, name, asynchronous=True)
+    settings = get_settings()
+    caller = ctx.caller.identity
+    chosen_type = _content_type(entry, content_type)
+    payload: dict[str, Any] = {"model": name, "content_type": chosen_type}
+    if callback is not None:
+        payload["callback"] = callback.model_dump(exclude_none=True)
+    if upload_id is not None:
+        if body:
+            raise InvalidRequest(
+                f"Send the input either in the body or as an upload ({UPLOAD_HEADER}), not both.", param=UPLOAD_HEADER
+            )
+        input_key, input_bytes = _uploaded_input(caller, name, upload_id)
+        payload["upload_id"] = upload_id
+    else:
+        _check_inline(name, body)
+        input_key, input_bytes = None, len(body)
+        payload["body_sha256"] = hashlib.sha256(body).hexdigest()
+
+    def create() -> str:
+        job_id = new_job_id()
+        key = input_key or async_input_key(caller, job_id)
+        if input_key is None:
+            # Written before the job exists and before anything may read it (SSE-KMS: the bucket's default).
+            with translate_errors("s3"):
+                services.s3().put_object(Bucket=settings.data_bucket, Key=key, Body=body, ContentType=chosen_type)
+        job = Job(
+            job_id=job_id,
+            caller=caller,
+            kind=JobKind.ASYNC,
+            model=name,
+            input_location=s3_uri(settings.data_bucket, key),
+            callback=callback,
+            details={
+                "content_type": chosen_type,
+                "input_bytes": input_bytes,
+                "runner": "sagemaker-async" if uses_native_async(entry) else "state-machine",
+            },
+        )
+        job = services.store().create(job)
+        start_async(job, entry)
+        return job_id
+
+    job_id, replayed = idempotency.once(
+        key=idempotency_key,
+        caller=caller,
+        route=f"POST /v1/models/{name}/async",
+        payload=payload,
+        create=create,
+        lambda_context=lambda_context,
+    )
+    job = services.store().get(job_id)
+    assert job is not None, job_id
+    return job, replayed
+
+
+def _content_type(entry: ModelEntry, requested: str | None) -> str:
+    backend = entry.backend
+    if isinstance(backend, BedrockBackend):
+        return choose_content_type(requested, ("application/json",))
+    return choose_content_type(requested, (backend.content_type, *backend.extra_content_types))
+
+
+def _check_inline(name: str, body: bytes) -> None:
+    limit = get_settings().async_max_inline_bytes
+    if not body:
+        raise InvalidRequest(
+            f"The request body is empty. Send the input as the body, or upload it first "
+            f"(POST /v1/models/{name}/async/uploads) and name it in {UPLOAD_HEADER}.",
+            param="body",
+        )
+    if len(body) > limit:
+        raise PayloadTooLarge(
+            f"The body is {len(body)} bytes; inline async inputs may be at most {limit} bytes. Upload larger "
+            f"inputs first: POST /v1/models/{name}/async/uploads returns a URL to PUT the file to, then "
+            f"POST /v1/models/{name}/async with header {UPLOAD_HEADER}: <upload_id> and no body.",
+            param="body",
+            details={"size_bytes": len(body), "limit_bytes": limit},
+        )
+
+
+def _uploaded_input(caller: str, name: str, upload_id: str) -> tuple[str, int]:
+    """The caller's uploaded object: its key and size."""
+    if not _UPLOAD_ID.match(upload_id):
+        raise validation_failed(
+            [{"field": UPLOAD_HEADER, "message": "not an upload id (up-<32 hex>) from POST .../async/uploads"}]
+        )
+    settings = get_settings()
+    key = upload_key(caller, upload_id)
+    try:
+        head = services.s3().head_object(Bucket=settings.data_bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            raise UploadNotFound(
+                f"Upload '{upload_id}' holds no file: it was never uploaded (PUT the file to the upload's url "
+                f"first), it expired, or it is not yours. Create one with POST /v1/models/{name}/async/uploads.",
+                param=UPLOAD_HEADER,
+            ) from None
+        raise from_client_error("s3", exc) from exc
+    size = int(head.get("ContentLength", 0))
+    if size > settings.async_max_upload_bytes:
+        raise PayloadTooLarge(
+            f"Upload '{upload_id}' is {size} bytes; an async input may be at most {settings.async_max_upload_bytes}.",
+            param=UPLOAD_HEADER,
+        )
+    if size == 0:
+        raise validation_failed([{"field": UPLOAD_HEADER, "message": f"upload '{upload_id}' is empty"}])
+    return key, size

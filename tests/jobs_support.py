@@ -1,0 +1,187 @@
+"""The jobs stack in moto for API and batch drop tests: tables, data bucket, two state machines, catalog.
+
+State machines get a trivial Pass definition: the tests look at the executions the API starts (name,
+input, status), not at what they do (statemachines/ has its own tests).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sluice.jobs.store import JobStore
+from sluice.settings import get_settings
+from tests.api_support import store_catalog
+from tests.conftest import shared_client
+
+REGION, ACCOUNT = "us-east-1", "123456789012"
+DATA_BUCKET = "sluice-test-data"
+JOBS_TABLE = "sluice-test-jobs"
+IDEMPOTENCY_TABLE = "sluice-test-idempotency"
+ASYNC_MACHINE = "sluice-test-async-inference"
+BATCH_MACHINE = "sluice-test-batch-transform"
+JOBS_ENV = {
+    "SLUICE_JOBS_TABLE": JOBS_TABLE,
+    "SLUICE_IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
+    "SLUICE_DATA_BUCKET": DATA_BUCKET,
+    "SLUICE_ASYNC_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ASYNC_MACHINE}",
+    "SLUICE_BATCH_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{BATCH_MACHINE}",
+    "SLUICE_BATCH_DROP_CALLER": "platform",
+}
+PASS_DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
+# Catalog entries the jobs tests add to the shared fixture catalog.
+JOBS_MODELS = {
+    "churn-async": {
+        "description": "Churn scoring on a SageMaker asynchronous endpoint",
+        "task": "predict",
+        "backend": {
+            "provider": "sagemaker",
+            "endpoint_name": "sluice-churn-async",
+            "async_endpoint": True,
+            "extra_content_types": ["text/csv"],
+        },
+        "allowed_callers": ["*"],
+    },
+    "churn-batch": {
+        "description": "Churn scoring for batch transform only",
+        "task": "predict",
+        "backend": {"provider": "sagemaker", "endpoint_name": "sluice-churn", "model_name": "churn-v3"},
+        "allowed_callers": ["*"],
+    },
+}
+IRIS_MODEL_NAME = "sluice-iris-v1"
+
+
+@dataclass
+class JobsStack:
+    async_arn: str
+    batch_arn: str
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore(shared_client("dynamodb"), JOBS_TABLE, ttl_days=30)
+
+    def executions(self, arn: str) -> list[dict[str, Any]]:
+        pages = shared_client("stepfunctions").get_paginator("list_executions").paginate(stateMachineArn=arn)
+        return [execution for page in pages for execution in page["executions"]]
+
+    def execution_input(self, execution_arn: str) -> dict[str, Any]:
+        return json.loads(shared_client("stepfunctions").describe_execution(executionArn=execution_arn)["input"])
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = shared_client("s3").get_paginator("list_objects_v2").paginate(Bucket=DATA_BUCKET, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def put(self, key: str, body: bytes | str = b"5.1,3.5,1.4,0.2\n", bucket: str = DATA_BUCKET) -> dict:
+        return shared_client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+
+    def all_jobs(self) -> list[dict[str, Any]]:
+        pages = shared_client("dynamodb").get_paginator("scan").paginate(TableName=JOBS_TABLE)
+        return [item for page in pages for item in page["Items"]]
+
+
+def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
+    """Inside an active moto mock: every resource the job routes use, and the settings naming them."""
+    for name, value in JOBS_ENV.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    document = copy.deepcopy(catalog_document)
+    document["models"].update(copy.deepcopy(JOBS_MODELS))
+    document["models"]["iris"]["backend"]["model_name"] = IRIS_MODEL_NAME
+    store_catalog(document)
+
+    dynamodb = shared_client("dynamodb")
+    dynamodb.create_table(
+        TableName=JOBS_TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("job_id", "caller", "created_at")],
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "ByCaller",
+                "KeySchema": [
+                    {"AttributeName": "caller", "KeyType": "HASH"},
+                    {"AttributeName": "created_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    dynamodb.create_table(
+        TableName=IDEMPOTENCY_TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+    )
+    s3 = shared_client("s3")
+    s3.create_bucket(Bucket=DATA_BUCKET)
+    s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    stepfunctions = shared_client("stepfunctions")
+    arns = [
+        stepfunctions.create_state_machine(
+            name=name, definition=PASS_DEFINITION, roleArn=f"arn:aws:iam::{ACCOUNT}:role/sluice-test-sfn"
+        )["stateMachineArn"]
+        for name in (ASYNC_MACHINE, BATCH_MACHINE)
+    ]
+    return JobsStack(async_arn=arns[0], batch_arn=arns[1])
+
+
+def set_setting(monkeypatch: Any, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+
+
+@contextmanager
+def calls_recorded(clients: dict[str, Any]) -> Iterator[list[str]]:
+    """Records 'service.Operation' for every call the given clients make, in order."""
+    made: list[str] = []
+    handlers: list[tuple[Any, Callable]] = []
+    for service, client in clients.items():
+
+        def record(model: Any, service: str = service, **_: Any) -> None:
+            made.append(f"{service}.{model.name}")
+
+        client.meta.events.register("before-call", record)
+        handlers.append((client, record))
+    try:
+        yield made
+    finally:
+        for client, handler in handlers:
+            client.meta.events.unregister("before-call", handler)
+
+
+@contextmanager
+def failing_starts(client: Any, names: set[str], code: str = "ServiceUnavailable") -> Iterator[None]:
+    """Step Functions refuses StartExecution for these execution names (a fault at the AWS boundary)."""
+    from botocore.exceptions import ClientError
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if params.get("name") in names:
+            raise ClientError({"Error": {"Code": code, "Message": "injected failure"}}, "StartExecution")
+
+    client.meta.events.register("before-call.sfn.StartExecution", refuse)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister("before-call.sfn.StartExecution", refuse)
+
+
+def as_caller(evt: dict, tenant: str) -> dict:
+    """The same request made with another tenant's API key."""
+    evt = copy.deepcopy(evt)
+    evt["requestContext"]["authorizer"].update(tenant=tenant, principalId=tenant)
+    return evt
+
+
+def for_model(evt: dict, model: str) -> dict:
+    """The same request sent to another model's route."""
+    evt = copy.deepcopy(evt)
+    old = evt["pathParameters"]["model"]
+    evt["pathParameters"]["model"] = model
+    evt["path"] = evt["path"].replace(f"/models/{old}/", f"/models/{model}/", 1)
+    evt["requestContext"]["path"] = evt["requestContext"]["path"].replace(f"/models/{old}/", f"/models/{model}/", 1)
+    return evt
