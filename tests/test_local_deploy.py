@@ -143,7 +143,7 @@ def test_template_resources_exist_under_their_physical_names(deployment, client)
     catalog = json.loads(client("ssm").get_parameter(Name=parameter)["Parameter"]["Value"])
     assert "titan-embed" in catalog["models"]
 
-    assert set(deployment.functions) == {"ApiFunction", "AuthorizerFunction"}
+    assert {"ApiFunction", "AuthorizerFunction"} <= set(deployment.functions)
     for logical_id, physical in (("ApiFunction", f"{STACK}-api"), ("AuthorizerFunction", f"{STACK}-authorizer")):
         assert deployment.resources[logical_id] == physical
         assert client("lambda").get_function(FunctionName=physical)["Configuration"]["FunctionName"] == physical
@@ -321,14 +321,19 @@ def test_references_to_skipped_resources_are_replaced_and_recorded():
     assert set(adapted.template["Outputs"]) == {"FnName"}
 
 
-def test_definition_substitutions_become_a_sub_over_the_joined_definition():
+def test_definition_substitutions_become_a_join_around_the_placeholders():
     adapted = adapt(
         {
             "Resources": {
                 "Flow": {
                     "Type": "AWS::StepFunctions::StateMachine",
                     "Properties": {
-                        "DefinitionString": {"Fn::Join": ["\n", ['{"Resource": "${FnArn}",', {"Ref": "Other"}, "}"]]},
+                        "DefinitionString": {
+                            "Fn::Join": [
+                                "\n",
+                                ['{"Resource": "${FnArn}", "Id.$": "$$.Execution.Id",', {"Ref": "Other"}, "}"],
+                            ]
+                        },
                         "DefinitionSubstitutions": {"FnArn": {"Fn::GetAtt": ["Fn", "Arn"]}},
                     },
                 }
@@ -337,10 +342,17 @@ def test_definition_substitutions_become_a_sub_over_the_joined_definition():
     )
     properties = adapted.template["Resources"]["Flow"]["Properties"]
     assert "DefinitionSubstitutions" not in properties
+    # `$$` (the context object) is kept as it is: moto's Fn::Sub would turn it into `$`.
     assert properties["DefinitionString"] == {
-        "Fn::Sub": [
-            '{"Resource": "${FnArn}",\n${LocalDefinitionPart1}\n}',
-            {"FnArn": {"Fn::GetAtt": ["Fn", "Arn"]}, "LocalDefinitionPart1": {"Ref": "Other"}},
+        "Fn::Join": [
+            "",
+            [
+                '{"Resource": "',
+                {"Fn::GetAtt": ["Fn", "Arn"]},
+                '", "Id.$": "$$.Execution.Id",\n',
+                {"Ref": "Other"},
+                "\n}",
+            ],
         ]
     }
 

@@ -51,6 +51,7 @@ LOCAL_OUTPUT_PREFIX = "SluiceLocalResolved"
 # Stands for an intrinsic function in Deferred.properties: {OUTPUT_MARKER: output key}.
 OUTPUT_MARKER = "SluiceLocal::Output"
 _SUB_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_]+)(?:\.([A-Za-z0-9_.]+))?\}")
+_DEFINITION_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 
 
 @dataclass(frozen=True)
@@ -276,10 +277,11 @@ def _replace_references(node: Any, dropped: dict[str, str]) -> Any:
 
 
 def _apply_definition_substitutions(logical_id: str, resource: dict, adjusted: list[Adjusted]) -> None:
-    """moto keeps `${Name}` in the definition: resolve it with Fn::Sub over the joined definition.
+    """moto keeps `${Name}` in the definition: resolve it by joining the text around each placeholder
+    with the substitution's value (Fn::Join of text and intrinsics).
 
-    SAM emits the definition as Fn::Join of lines; a line that is itself an intrinsic becomes a
-    Sub variable of its own, so it is resolved the same way.
+    SAM emits the definition as Fn::Join of lines; a line that is itself an intrinsic is joined the
+    same way. Not Fn::Sub: moto's Fn::Sub turns `$$` (the ASL context object, `$$.Execution.Id`) into `$`.
     """
     properties = resource.get("Properties", {})
     substitutions = properties.pop("DefinitionSubstitutions", None)
@@ -299,5 +301,12 @@ def _apply_definition_substitutions(logical_id: str, resource: dict, adjusted: l
         definition = separator.join(texts)
     if not isinstance(definition, str):
         return
-    properties["DefinitionString"] = {"Fn::Sub": [definition, variables]}
+    pieces: list[Any] = []
+    position = 0
+    for match in _DEFINITION_VARIABLE.finditer(definition):
+        if match.group(1) in variables:
+            pieces += [definition[position : match.start()], variables[match.group(1)]]
+            position = match.end()
+    pieces.append(definition[position:])
+    properties["DefinitionString"] = {"Fn::Join": ["", [piece for piece in pieces if piece != ""]]}
     adjusted.append(Adjusted(logical_id, f"DefinitionSubstitutions {', '.join(sorted(substitutions))} applied"))
