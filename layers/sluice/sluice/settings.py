@@ -77,6 +77,22 @@ class Settings:
             if t.strip()
         )
     )
+    # Caller SNS topics a job callback may publish to (fnmatch patterns over topic ARNs; the same
+    # patterns scope the notifier's IAM policy). Empty: SNS callbacks are refused with a job note.
+    callback_topic_arn_patterns: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            p.strip() for p in _env("SLUICE_CALLBACK_TOPIC_ARN_PATTERNS", "").split(",") if p.strip()
+        )
+    )
+    webhook_timeout_seconds: float = field(default_factory=lambda: float(_env("SLUICE_WEBHOOK_TIMEOUT_SECONDS", "5")))
+    # How long a function trusts the webhook secret it read from SSM (a rotated secret is used within this).
+    webhook_secret_ttl_seconds: int = field(
+        default_factory=lambda: int(_env("SLUICE_WEBHOOK_SECRET_TTL_SECONDS", "300"))
+    )
+    # Webhooks to private, loopback or link-local addresses are refused unless this is on (local use only).
+    webhook_allow_private_hosts: bool = field(
+        default_factory=lambda: _flag("SLUICE_WEBHOOK_ALLOW_PRIVATE_HOSTS", False)
+    )
     batch_content_types: tuple[str, ...] = field(
         default_factory=lambda: tuple(
             t.strip()

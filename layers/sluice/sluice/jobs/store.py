@@ -109,9 +109,13 @@ class JobStore:
         token = encode_token(page["LastEvaluatedKey"]) if page.get("LastEvaluatedKey") else None
         return [_job(item) for item in page.get("Items", [])], token
 
-    def transition(self, job_id: str, to: JobStatus, **fields: Any) -> Job | None:
+    def transition(
+        self, job_id: str, to: JobStatus, *, add_details: dict[str, Any] | None = None, **fields: Any
+    ) -> Job | None:
         """Move a job to `to` if its current status allows it; returns the updated job, or None
-        when nothing changed (unknown job, already final, or a move backwards)."""
+        when nothing changed (unknown job, already final, or a move backwards).
+
+        `add_details` sets keys inside `details` and keeps the others (a `details=` field replaces it)."""
         allowed_from = [status for status, targets in ALLOWED_TRANSITIONS.items() if to in targets]
         now = utc_now()
         values: dict[str, Any] = {"status": to.value, "updated_at": now, **fields}
@@ -122,6 +126,8 @@ class JobStore:
             values.setdefault("expires_at", int(time.time()) + self.ttl_days * 86400)
         names = {f"#{name}": name for name in values}
         expression_values = {f":{name}": _serializer.serialize(_plain(value)) for name, value in values.items()}
+        assignments = [f"#{name} = :{name}" for name in values]
+        assignments += _detail_assignments(add_details or {}, names, expression_values)
         expression_values.update({f":from{i}": {"S": status.value} for i, status in enumerate(allowed_from)})
         condition = (
             "attribute_exists(job_id) AND #status IN (" + ", ".join(f":from{i}" for i in range(len(allowed_from))) + ")"
@@ -130,7 +136,7 @@ class JobStore:
             answer = self.dynamodb.update_item(
                 TableName=self.table,
                 Key={"job_id": {"S": job_id}},
-                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in values),
+                UpdateExpression="SET " + ", ".join(assignments),
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=expression_values,
@@ -151,6 +157,38 @@ class JobStore:
             ExpressionAttributeNames={f"#{name}": name for name in values},
             ExpressionAttributeValues={f":{name}": _serializer.serialize(_plain(v)) for name, v in values.items()},
         )
+
+    def merge_details(self, job_id: str, **details: Any) -> bool:
+        """Set keys inside a job's `details` (notes such as a callback's delivery), keeping the others
+        and the status; False for an unknown job."""
+        names: dict[str, str] = {"#updated_at": "updated_at"}
+        values: dict[str, Any] = {":updated_at": _serializer.serialize(utc_now())}
+        assignments = ["#updated_at = :updated_at", *_detail_assignments(details, names, values)]
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression="SET " + ", ".join(assignments),
+                ConditionExpression="attribute_exists(job_id)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+def _detail_assignments(details: dict[str, Any], names: dict[str, str], values: dict[str, Any]) -> list[str]:
+    """`details.<key> = value` for each key (the details map exists on every created job)."""
+    if not details:
+        return []
+    names["#details"] = "details"
+    assignments = []
+    for index, (key, value) in enumerate(details.items()):
+        names[f"#detail{index}"] = key
+        values[f":detail{index}"] = _serializer.serialize(_plain(value))
+        assignments.append(f"#details.#detail{index} = :detail{index}")
+    return assignments
 
 
 def _plain(value: Any) -> Any:

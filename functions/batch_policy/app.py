@@ -1,0 +1,61 @@
+"""Workflow decisions of statemachines/batch_transform: "Enforce instance approval" and "Classify failure".
+
+Input: {"decision": "instance_approval", "job": <BatchExecutionInput>} or
+{"decision": "transform_failure", "job": <BatchExecutionInput>, "description": <DescribeTransformJob>}.
+Pure decisions, logged for the audit trail; the state machine's Choice states act on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from sluice.jobs.batch_policy import classify_transform_failure, enforce_instance_approval, transform_plan
+from sluice.jobs.models import BatchExecutionInput
+from sluice.settings import get_settings
+from sluice.telemetry import logger, tracer
+
+
+class InstanceApproval(BaseModel):
+    decision: Literal["instance_approval"]
+    job: BatchExecutionInput
+
+
+class TransformFailure(BaseModel):
+    decision: Literal["transform_failure"]
+    job: BatchExecutionInput
+    description: dict[str, Any]
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
+    if event.get("decision") == "instance_approval":
+        request = InstanceApproval.model_validate(event)
+        job = request.job
+        logger.append_keys(job_id=job.job_id)
+        decision = enforce_instance_approval(
+            job.instance_type, job.instance_count, job.approved_by, get_settings().batch_unapproved_instance_types
+        )
+        # The audit trail of a cost decision: who approved which instance for which job.
+        logger.info("instance approval", extra={"caller": job.caller, **decision.model_dump()})
+        return {
+            **decision.model_dump(mode="json"),
+            # Recorded on the job when it starts running.
+            "record": {
+                "instance_type": decision.instance_type,
+                "instance_count": decision.instance_count,
+                "approval": decision.reason,
+                **({"approved_by": decision.approved_by} if decision.approved_by else {}),
+            },
+            "transform": transform_plan(job).model_dump(mode="json"),
+        }
+    failure = TransformFailure.model_validate(event)
+    logger.append_keys(job_id=failure.job.job_id)
+    classification = classify_transform_failure(failure.description.get("FailureReason"), failure.job.instance_type)
+    logger.info(
+        "transform job failure classified",
+        extra={"transform_job_name": failure.description.get("TransformJobName"), **classification.model_dump()},
+    )
+    return classification.model_dump(mode="json")

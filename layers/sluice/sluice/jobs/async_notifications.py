@@ -1,0 +1,69 @@
+"""SageMaker async inference notifications (the endpoints' success and error SNS topics) applied to jobs.
+
+A notification's `inferenceId` is the job id (submission passes it as InferenceId). The JobStore's
+forward-only transitions make this idempotent: a duplicate, or an error arriving after a success,
+changes nothing and announces nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sluice.jobs.models import Job, JobStatus
+from sluice.jobs.status import MAX_REASON_CHARS
+from sluice.jobs.store import JobStore
+
+
+class _Parameters(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    content_type: str | None = Field(default=None, alias="contentType")
+    endpoint_name: str | None = Field(default=None, alias="endpointName")
+    input_location: str | None = Field(default=None, alias="inputLocation")
+    output_location: str | None = Field(default=None, alias="outputLocation")
+    failure_location: str | None = Field(default=None, alias="failureLocation")
+
+
+class AsyncInferenceNotification(BaseModel):
+    """The message SageMaker publishes for each async inference (eventName InferenceResult)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    inference_id: str = Field(alias="inferenceId", min_length=1)
+    invocation_status: Literal["Completed", "Failed"] = Field(alias="invocationStatus")
+    failure_reason: str | None = Field(default=None, alias="failureReason")
+    event_time: str | None = Field(default=None, alias="eventTime")
+    request_parameters: _Parameters = Field(default_factory=_Parameters, alias="requestParameters")
+    response_parameters: _Parameters = Field(default_factory=_Parameters, alias="responseParameters")
+
+
+Outcome = Literal["succeeded", "failed", "unchanged", "unknown_job"]
+
+
+def apply_notification(store: JobStore, note: AsyncInferenceNotification) -> tuple[Outcome, Job | None]:
+    """Move the job; returns what happened and the job when this notification finished it."""
+    response = note.response_parameters
+    details = {"endpoint_name": note.request_parameters.endpoint_name, "notified_at": note.event_time}
+    details = {key: value for key, value in details.items() if value}
+    if note.invocation_status == "Completed":
+        if not response.output_location:
+            raise ValueError("a Completed notification without responseParameters.outputLocation")
+        if response.content_type:
+            details["content_type"] = response.content_type
+        job = store.transition(
+            note.inference_id, JobStatus.SUCCEEDED, output_location=response.output_location, add_details=details
+        )
+        outcome: Outcome = "succeeded"
+    else:
+        reason = (note.failure_reason or "SageMaker reported the inference as failed without a reason.")[
+            :MAX_REASON_CHARS
+        ]
+        if response.failure_location:
+            details["failure_location"] = response.failure_location
+        job = store.transition(note.inference_id, JobStatus.FAILED, failure_reason=reason, add_details=details)
+        outcome = "failed"
+    if job is not None:
+        return outcome, job
+    return ("unchanged" if store.get(note.inference_id) is not None else "unknown_job"), None

@@ -1,0 +1,358 @@
+"""The job workflow tests' world: template.yaml in an in-process moto server, the real ASL run by moto's
+interpreter, the template's functions run in-process, and a scripted SageMaker runtime on loopback.
+
+Waits and retry intervals come from stack parameters (1 s, JitterStrategy FULL makes most waits
+shorter). moto is adjusted in-process only where the tests need to steer it, each time said here:
+
+- transform jobs: moto marks them Completed at once; `TransformScript` makes chosen jobs report
+  InProgress, Failed (with a FailureReason) or Stopped, and CreateTransformJob throttle.
+- aws-sdk error names: moto names an SDK integration's error after the lower-case service
+  ("sagemaker.sagemakerException"); Step Functions uses the PascalCase service and, for errors the
+  SDK does not model, Amazon<Service>Exception ("SageMaker.AmazonSageMakerException"). The shim gives
+  moto AWS's names, so the definitions' Retry/Catch are tested with the names they meet on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+
+from sluice_local.config import LOOPBACK
+from sluice_local.deploy import Deployment, deploy_template
+from sluice_local.emulator import start_moto
+from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
+from tests.conftest import ROOT
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+CALLER = "team-risk"
+WEBHOOK_SECRET_PARAMETER = "/sluice/test/webhook-secret"
+WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+CALLER_TOPIC_PATTERN = f"arn:aws:sns:{REGION}:{ACCOUNT}:caller-*"
+
+# Every wait and retry of the workflows at its minimum.
+TEST_PARAMETERS = {
+    "InferenceRetryIntervalSeconds": "1",
+    "InferenceRetryMaxAttempts": "2",
+    "InferenceRetryBackoffRate": "1",
+    "TransformPollSeconds": "1",
+    "TransformMaxAttempts": "3",
+    "TransformRetryWaitSeconds": "1",
+    "SdkRetryIntervalSeconds": "1",
+    "SdkRetryMaxAttempts": "2",
+    "StepRetryIntervalSeconds": "1",
+    "CallbackRetryIntervalSeconds": "1",
+    "CallbackRetryMaxAttempts": "1",
+    "CatalogTtlSeconds": "5",
+    "WebhookSecretParameterName": WEBHOOK_SECRET_PARAMETER,
+    "CallbackTopicArnPatterns": CALLER_TOPIC_PATTERN,
+}
+
+
+# ---------------------------------------------------------------------- a scripted SageMaker runtime
+class FakeRuntime:
+    """InvokeEndpoint on loopback. The request body names its script: {"key": ..., "script": [...]}; the
+    n-th call with a key plays script[n] (the last one repeats): "ok", "throttle", "unavailable",
+    "model_error", "invalid", or "cancel:<job id>" (the job is cancelled meanwhile, then "ok")."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = defaultdict(int)
+        self.on_cancel: Any = None
+        runtime = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                runtime.answer(self, body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.url = f"http://{LOOPBACK}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        request = json.loads(body)
+        key = request["key"]
+        script = request.get("script") or ["ok"]
+        step = script[min(self.calls[key], len(script) - 1)]
+        self.calls[key] += 1
+        if step.startswith("cancel:"):
+            self.on_cancel(step.split(":", 1)[1])
+            step = "ok"
+        if step == "ok":
+            payload = json.dumps({"predictions": [sum(row) for row in request.get("instances", [])]}).encode()
+            self._send(handler, 200, payload, {"X-Amzn-Invoked-Production-Variant": "v1"})
+            return
+        errors = {
+            "throttle": (429, "ThrottlingException", "Rate exceeded", {}),
+            "unavailable": (503, "ServiceUnavailable", "The endpoint is scaling out", {}),
+            "invalid": (400, "ValidationError", "Input has 3 features, expected 4", {}),
+            "model_error": (
+                424,
+                "ModelError",
+                "Received client error (400) from primary",
+                {"OriginalStatusCode": 400, "OriginalMessage": "input has 3 features, expected 4"},
+            ),
+        }
+        status, code, message, fields = errors[step]
+        payload = json.dumps({"__type": code, "message": message, **fields}).encode()
+        self._send(handler, status, payload, {"X-Amzn-ErrorType": code})
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+
+# ---------------------------------------------------------------------- steering moto's SageMaker
+@dataclass
+class TransformScript:
+    """What chosen transform jobs report, by job name: a list of (status, failure reason) played one
+    per DescribeTransformJob (the last repeats); and CreateTransformJob throttles per name prefix."""
+
+    statuses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    create_throttles: dict[str, int] = field(default_factory=dict)
+    created: list[dict[str, Any]] = field(default_factory=list)
+
+    def install(self, patcher: pytest.MonkeyPatch) -> None:
+        from moto.core.exceptions import JsonRESTError
+        from moto.sagemaker.models import SageMakerModelBackend
+
+        script = self
+        create, describe = SageMakerModelBackend.create_transform_job, SageMakerModelBackend.describe_transform_job
+
+        def create_transform_job(backend: Any, transform_job_name: str, **kwargs: Any) -> Any:
+            for prefix, remaining in script.create_throttles.items():
+                if transform_job_name.startswith(prefix) and remaining > 0:
+                    script.create_throttles[prefix] = remaining - 1
+                    raise JsonRESTError("ThrottlingException", "Rate exceeded")
+            job = create(backend, transform_job_name=transform_job_name, **kwargs)
+            script.created.append({"TransformJobName": transform_job_name, **kwargs})
+            return job
+
+        def describe_transform_job(backend: Any, transform_job_name: str) -> Any:
+            plays = script.statuses.get(transform_job_name)
+            job = backend.transform_jobs.get(transform_job_name)
+            if plays and job is not None:
+                status, reason = plays.pop(0) if len(plays) > 1 else plays[0]
+                job.transform_job_status, job.failure_reason = status, reason
+            return describe(backend, transform_job_name)
+
+        patcher.setattr(SageMakerModelBackend, "create_transform_job", create_transform_job)
+        patcher.setattr(SageMakerModelBackend, "describe_transform_job", describe_transform_job)
+
+
+def aws_sdk_error_names(patcher: pytest.MonkeyPatch) -> None:
+    """moto's aws-sdk integration errors under the names Step Functions gives them on AWS."""
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_aws_sdk as aws_sdk,
+    )
+
+    patcher.setitem(aws_sdk._SERVICE_ERROR_NAMES, "sagemaker", "SageMaker")
+    patcher.setitem(aws_sdk._SERVICE_ERROR_NAMES, "s3", "S3")
+
+    def exception_name(service: str, ex: Exception) -> str:
+        name = ex.__class__.__name__
+        name = f"{service}.Amazon{service}" if name == "ClientError" else f"{service}.{name}"
+        return name if name.endswith("Exception") else f"{name}Exception"
+
+    patcher.setattr(aws_sdk.StateTaskServiceAwsSdk, "_normalise_exception_name", staticmethod(exception_name))
+
+
+# ---------------------------------------------------------------------- the stack
+@dataclass
+class JobsStack:
+    url: str
+    deployment: Deployment
+    runner: LambdaRunner
+    runtime: FakeRuntime
+    transforms: TransformScript
+    job_events_queue: str
+    seen_events: list[dict[str, Any]] = field(default_factory=list)
+
+    def client(self, service: str, region: str = REGION) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
+    @property
+    def bucket(self) -> str:
+        return self.deployment.outputs["DataBucketName"]
+
+    def store(self) -> Any:
+        from sluice.jobs.store import JobStore
+
+        return JobStore(self.client("dynamodb"), self.deployment.outputs["JobsTableName"])
+
+    def job_events(self, job_id: str, wait: float = 0.0) -> list[dict[str, Any]]:
+        """Completion events published to the job events topic for this job (via an SQS subscription)."""
+        deadline = time.monotonic() + wait
+        while True:
+            self.seen_events.extend(drain(self.client("sqs"), self.job_events_queue))
+            found = [event for event in self.seen_events if event["job"]["job_id"] == job_id]
+            if found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.1)
+
+
+def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
+    """Messages from an SNS->SQS subscription, as the published message bodies."""
+    messages = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return messages
+        for message in batch:
+            envelope = json.loads(message["Body"])
+            messages.append(json.loads(envelope["Message"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def subscribe_queue(stack_url: str, topic_arn: str, name: str) -> str:
+    kwargs = {"endpoint_url": stack_url, "region_name": REGION, "aws_access_key_id": "l", "aws_secret_access_key": "l"}
+    sqs, sns = boto3.client("sqs", **kwargs), boto3.client("sns", **kwargs)
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+    return queue_url
+
+
+def _reset_process_caches() -> None:
+    """Settings, catalog, backend clients and Powertools parameters are cached per process: the
+    handlers must build theirs against this stack (and later tests against theirs)."""
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+
+    from sluice.inference import routing
+    from sluice.providers import clients
+    from sluice.settings import get_settings
+
+    get_settings.cache_clear()
+    routing.catalog_store.cache_clear()
+    clients.get.cache_clear()
+    parameters.clear_caches()
+    DEFAULT_PROVIDERS.clear()
+
+
+@contextmanager
+def jobs_stack(
+    stack_name: str, catalog: dict[str, Any], extra_env: dict[str, str] | None = None
+) -> Iterator[JobsStack]:
+    server = start_moto(LOOPBACK, 0)
+    runtime = FakeRuntime()
+    patcher = pytest.MonkeyPatch()
+    uninstall = None
+    try:
+        deployment = deploy_template(
+            ROOT / "template.yaml",
+            aws_url=server.url,
+            stack_name=stack_name,
+            region=REGION,
+            parameters=TEST_PARAMETERS,
+        )
+        for name, value in function_environment(deployment, server.url, REGION).items():
+            patcher.setenv(name, value)
+        patcher.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
+        # One HTTP call per Lambda invocation: the state machine's Retry is what is under test.
+        patcher.setenv("SLUICE_BACKEND_MAX_ATTEMPTS", "1")
+        patcher.setenv("SLUICE_WEBHOOK_ALLOW_PRIVATE_HOSTS", "true")
+        patcher.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+        for name, value in (extra_env or {}).items():
+            patcher.setenv(name, value)
+        _reset_process_caches()
+        aws_sdk_error_names(patcher)
+        transforms = TransformScript()
+        transforms.install(patcher)
+
+        stack = JobsStack(
+            url=server.url,
+            deployment=deployment,
+            runner=LambdaRunner(deployment.functions, ROOT),
+            runtime=runtime,
+            transforms=transforms,
+            job_events_queue="",
+        )
+        stack.client("ssm").put_parameter(
+            Name=deployment.outputs["CatalogParameterName"], Value=json.dumps(catalog), Type="String", Overwrite=True
+        )
+        stack.client("ssm").put_parameter(Name=WEBHOOK_SECRET_PARAMETER, Value=WEBHOOK_SECRET, Type="SecureString")
+        stack.job_events_queue = subscribe_queue(server.url, deployment.outputs["JobEventsTopicArn"], "job-events")
+        runtime.on_cancel = lambda job_id: stack.store().transition(job_id, _cancelled())
+        uninstall = install_moto_lambda_router(stack.runner)
+        yield stack
+    finally:
+        if uninstall:
+            uninstall()
+        patcher.undo()
+        _reset_process_caches()
+        runtime.stop()
+        server.stop()
+
+
+def _cancelled() -> Any:
+    from sluice.jobs.models import JobStatus
+
+    return JobStatus.CANCELLED
+
+
+# ---------------------------------------------------------------------- executions
+def run_execution(stack: JobsStack, output_key: str, execution_input: dict[str, Any], timeout: float = 30) -> dict:
+    """Start the state machine named by a stack output (execution named by job id, as submission does)."""
+    stepfunctions = stack.client("stepfunctions")
+    started = stepfunctions.start_execution(
+        stateMachineArn=stack.deployment.outputs[output_key],
+        name=execution_input["job_id"],
+        input=json.dumps(execution_input),
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = stepfunctions.describe_execution(executionArn=started["executionArn"])
+        if execution["status"] != "RUNNING":
+            return execution
+        time.sleep(0.05)
+    raise AssertionError(f"execution {execution_input['job_id']} still running after {timeout} s")
+
+
+def history(stack: JobsStack, execution_arn: str) -> list[dict[str, Any]]:
+    pages = stack.client("stepfunctions").get_paginator("get_execution_history")
+    return [event for page in pages.paginate(executionArn=execution_arn) for event in page["events"]]
+
+
+def states_entered(stack: JobsStack, execution_arn: str) -> list[str]:
+    """The path taken: state names in the order they were entered."""
+    return [
+        event["stateEnteredEventDetails"]["name"]
+        for event in history(stack, execution_arn)
+        if "stateEnteredEventDetails" in event
+    ]
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:20]}"
