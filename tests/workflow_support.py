@@ -5,7 +5,7 @@ Waits and retry intervals come from stack parameters (1 s, JitterStrategy FULL m
 shorter). moto is adjusted in-process only where the tests need to steer it, each time said here:
 
 - transform jobs: moto marks them Completed at once; `TransformScript` makes chosen jobs report
-  InProgress, Failed (with a FailureReason) or Stopped, and CreateTransformJob throttle.
+  InProgress, Failed (with a FailureReason) or Stopped, and CreateTransformJob answer errors.
 - aws-sdk error names: moto names an SDK integration's error after the lower-case service
   ("sagemaker.sagemakerException"); Step Functions uses the PascalCase service and, for errors the
   SDK does not model, Amazon<Service>Exception ("SageMaker.AmazonSageMakerException"). The shim gives
@@ -131,10 +131,11 @@ class FakeRuntime:
 @dataclass
 class TransformScript:
     """What chosen transform jobs report, by job name: a list of (status, failure reason) played one
-    per DescribeTransformJob (the last repeats); and CreateTransformJob throttles per name prefix."""
+    per DescribeTransformJob (the last repeats); and errors CreateTransformJob answers, by name prefix,
+    one per call: (code, message), e.g. ("ThrottlingException", "Rate exceeded")."""
 
     statuses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    create_throttles: dict[str, int] = field(default_factory=dict)
+    create_errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     created: list[dict[str, Any]] = field(default_factory=list)
 
     def install(self, patcher: pytest.MonkeyPatch) -> None:
@@ -145,10 +146,9 @@ class TransformScript:
         create, describe = SageMakerModelBackend.create_transform_job, SageMakerModelBackend.describe_transform_job
 
         def create_transform_job(backend: Any, transform_job_name: str, **kwargs: Any) -> Any:
-            for prefix, remaining in script.create_throttles.items():
-                if transform_job_name.startswith(prefix) and remaining > 0:
-                    script.create_throttles[prefix] = remaining - 1
-                    raise JsonRESTError("ThrottlingException", "Rate exceeded")
+            for prefix, errors in script.create_errors.items():
+                if transform_job_name.startswith(prefix) and errors:
+                    raise JsonRESTError(*errors.pop(0))
             job = create(backend, transform_job_name=transform_job_name, **kwargs)
             script.created.append({"TransformJobName": transform_job_name, **kwargs})
             return job

@@ -1,7 +1,7 @@
 """Workflow decisions of statemachines/batch_transform: "Enforce instance approval" and "Classify failure".
 
 Input: {"decision": "instance_approval", "job": <BatchExecutionInput>} or
-{"decision": "transform_failure", "job": <BatchExecutionInput>, "description": <DescribeTransformJob>}.
+{"decision": "transform_failure", "job": <BatchExecutionInput>, "transform_job_name", "failure_reason"}.
 Pure decisions, logged for the audit trail; the state machine's Choice states act on them.
 """
 
@@ -25,7 +25,8 @@ class InstanceApproval(BaseModel):
 class TransformFailure(BaseModel):
     decision: Literal["transform_failure"]
     job: BatchExecutionInput
-    description: dict[str, Any]
+    transform_job_name: str
+    failure_reason: str | None = None  # SageMaker's FailureReason
 
 
 @logger.inject_lambda_context
@@ -53,9 +54,9 @@ def lambda_handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
         }
     failure = TransformFailure.model_validate(event)
     logger.append_keys(job_id=failure.job.job_id)
-    classification = classify_transform_failure(failure.description.get("FailureReason"), failure.job.instance_type)
+    classification = classify_transform_failure(failure.failure_reason, failure.job.instance_type)
     logger.info(
         "transform job failure classified",
-        extra={"transform_job_name": failure.description.get("TransformJobName"), **classification.model_dump()},
+        extra={"transform_job_name": failure.transform_job_name, **classification.model_dump()},
     )
     return classification.model_dump(mode="json")

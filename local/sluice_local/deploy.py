@@ -165,11 +165,22 @@ def deploy_template(
 
     cloudformation = client("cloudformation")
     declared = adapted.template.get("Parameters", {})
+    # moto splits a list parameter (CommaDelimitedList, List<...>) only when it is passed: its default
+    # would stay one string, and !Join over it would join its characters. Pass list defaults too.
+    passed = {k: v for k, v in parameters.items() if k in declared}
+    for name, declaration in declared.items():
+        kind = str(declaration.get("Type", ""))
+        if (
+            name not in passed
+            and "Default" in declaration
+            and (kind == "CommaDelimitedList" or kind.startswith("List<"))
+        ):
+            passed[name] = str(declaration["Default"])
     try:
         cloudformation.create_stack(
             StackName=stack_name,
             TemplateBody=json.dumps(adapted.template),
-            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items() if k in declared],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in passed.items()],
             Capabilities=_CAPABILITIES,
         )
     except ClientError as error:
