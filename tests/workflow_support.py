@@ -29,7 +29,7 @@ import boto3
 import pytest
 
 from sluice_local.config import LOOPBACK
-from sluice_local.deploy import Deployment, deploy_template
+from sluice_local.deploy import Deployment, connect_event_sources, deploy_template
 from sluice_local.emulator import start_moto
 from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
 from tests.conftest import ROOT
@@ -276,6 +276,8 @@ def jobs_stack(
             stack_name=stack_name,
             region=REGION,
             parameters=TEST_PARAMETERS,
+            # Subscriptions (AsyncSuccessTopic -> AsyncNotificationsFunction) once moto runs the handlers.
+            connect_events=False,
         )
         for name, value in function_environment(deployment, server.url, REGION).items():
             patcher.setenv(name, value)
@@ -302,10 +304,16 @@ def jobs_stack(
         stack.client("ssm").put_parameter(
             Name=deployment.outputs["CatalogParameterName"], Value=json.dumps(catalog), Type="String", Overwrite=True
         )
-        stack.client("ssm").put_parameter(Name=WEBHOOK_SECRET_PARAMETER, Value=WEBHOOK_SECRET, Type="SecureString")
-        stack.job_events_queue = subscribe_queue(server.url, deployment.outputs["JobEventsTopicArn"], "job-events")
+        # moto's backends are process-wide: names other stacks of this run may have created already.
+        stack.client("ssm").put_parameter(
+            Name=WEBHOOK_SECRET_PARAMETER, Value=WEBHOOK_SECRET, Type="SecureString", Overwrite=True
+        )
+        stack.job_events_queue = subscribe_queue(
+            server.url, deployment.outputs["JobEventsTopicArn"], f"{stack_name}-job-events"
+        )
         runtime.on_cancel = lambda job_id: stack.store().transition(job_id, _cancelled())
         uninstall = install_moto_lambda_router(stack.runner)
+        connect_event_sources(deployment)
         yield stack
     finally:
         if uninstall:
