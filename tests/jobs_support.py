@@ -85,7 +85,19 @@ class JobsStack:
 
 
 def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
-    """Inside an active moto mock: every resource the job routes use, and the settings naming them."""
+    """Inside an active moto mock: every resource the job routes use, and the settings naming them.
+
+    moto's plain Step Functions backend, without its ASL interpreter: executions stay RUNNING, as
+    a real one does while the API looks at it. (A module that first imported moto's Step Functions
+    responses while the embedded AWS had the interpreter's backend swapped in keeps that backend.)
+    """
+    import moto.stepfunctions.models as sfn_models
+    import moto.stepfunctions.responses as sfn_responses
+    from moto.core.config import default_user_config
+
+    monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": False})
+    if not type(sfn_models.stepfunctions_backends[ACCOUNT][REGION]).__module__.endswith(".parser.models"):
+        monkeypatch.setattr(sfn_responses, "stepfunctions_backends", sfn_models.stepfunctions_backends)
     for name, value in JOBS_ENV.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -163,11 +175,11 @@ def failing_starts(client: Any, names: set[str], code: str = "ServiceUnavailable
         if params.get("name") in names:
             raise ClientError({"Error": {"Code": code, "Message": "injected failure"}}, "StartExecution")
 
-    client.meta.events.register("before-call.sfn.StartExecution", refuse)
+    client.meta.events.register("before-parameter-build.sfn.StartExecution", refuse)
     try:
         yield
     finally:
-        client.meta.events.unregister("before-call.sfn.StartExecution", refuse)
+        client.meta.events.unregister("before-parameter-build.sfn.StartExecution", refuse)
 
 
 def as_caller(evt: dict, tenant: str) -> dict:

@@ -70,7 +70,10 @@ def test_async_job_writes_the_input_to_s3_then_the_job_then_starts_the_execution
     # The execution is named after the job and its input is the contract the state machine reads.
     (execution,) = jobs.executions(jobs.async_arn)
     assert execution["name"] == job["id"]
-    sent = AsyncExecutionInput.model_validate(jobs.execution_input(execution["executionArn"]))
+    raw = jobs.execution_input(execution["executionArn"])
+    # Every field is present, nulls included: the state machine's paths expect them all.
+    assert set(raw) == set(AsyncExecutionInput.model_fields)
+    sent = AsyncExecutionInput.model_validate(raw)
     assert sent.job_id == job["id"]
     assert sent.caller == "acme"
     assert sent.model == "iris"
@@ -149,7 +152,7 @@ def test_callback_from_headers_is_recorded_and_sent_to_the_state_machine(jobs, l
     job = body_of(response)
     assert job["callback"] == {"sns_topic_arn": topic, "webhook_url": None}
     (execution,) = jobs.executions(jobs.async_arn)
-    assert jobs.execution_input(execution["executionArn"])["callback"] == {"sns_topic_arn": topic}
+    assert jobs.execution_input(execution["executionArn"])["callback"] == {"sns_topic_arn": topic, "webhook_url": None}
 
 
 def test_callback_may_come_in_the_query_string(jobs, lambda_context):

@@ -51,7 +51,10 @@ def test_a_batch_job_is_created_and_its_execution_started(jobs, lambda_context):
     assert header(response, "Location") == f"/v1/jobs/{job['id']}"
     (execution,) = jobs.executions(jobs.batch_arn)
     assert execution["name"] == job["id"]
-    sent = BatchExecutionInput.model_validate(jobs.execution_input(execution["executionArn"]))
+    raw = jobs.execution_input(execution["executionArn"])
+    # Every field is present, nulls included: the state machine's paths expect them all.
+    assert set(raw) == set(BatchExecutionInput.model_fields)
+    sent = BatchExecutionInput.model_validate(raw)
     assert sent.job_id == job["id"]
     assert sent.caller == "acme"
     assert sent.model_name == IRIS_MODEL_NAME

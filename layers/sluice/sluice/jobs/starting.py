@@ -116,7 +116,7 @@ def start_execution(job: Job, state_machine_arn: str, setting: str, execution_in
         raise BackendMisconfigured(f"Jobs are not configured on this stack ({setting} is empty).")
     try:
         arn = services.stepfunctions().start_execution(
-            stateMachineArn=state_machine_arn, name=job.job_id, input=execution_input.model_dump_json(exclude_none=True)
+            stateMachineArn=state_machine_arn, name=job.job_id, input=execution_input.model_dump_json()
         )["executionArn"]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ExecutionAlreadyExists":

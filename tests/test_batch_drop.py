@@ -1,0 +1,201 @@
+"""The S3 drop: files created under batch-input/<model>/ start one batch job each, exactly once.
+
+The function runs for real (Powertools BatchProcessor) on SQS events carrying S3 notifications, against
+moto; a failing start is a fault injected at the Step Functions client (StartExecution refused).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+
+import pytest
+
+from sluice.jobs.drop import drop_job_id
+from sluice.jobs.models import BatchExecutionInput, JobKind, JobStatus
+from sluice.providers import clients
+from sluice.settings import get_settings
+from tests.conftest import load_event, load_handler
+from tests.jobs_support import DATA_BUCKET, IRIS_MODEL_NAME, create_jobs_stack, failing_starts
+
+SAMPLE = load_event("batch_drop/s3-objects-created.json")
+
+
+@pytest.fixture
+def jobs(aws, catalog_document, monkeypatch):
+    stack = create_jobs_stack(monkeypatch, catalog_document)
+    yield stack
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def handle(event: dict, lambda_context) -> dict:
+    return load_handler("batch_drop").lambda_handler(event, lambda_context)
+
+
+def s3_record(key: str, version: str, sequencer: str = "0055AED6DCD90281E5", event_name: str = "ObjectCreated:Put"):
+    record = copy.deepcopy(json.loads(SAMPLE["Records"][0]["body"])["Records"][0])
+    record["eventName"] = event_name
+    record["s3"]["object"].update(key=key, versionId=version, sequencer=sequencer)
+    return record
+
+
+def sqs_event(bodies: list[dict], ids: list[str] | None = None) -> dict:
+    template = SAMPLE["Records"][0]
+    records = []
+    for i, body in enumerate(bodies):
+        record = copy.deepcopy(template)
+        record["messageId"] = ids[i] if ids else f"msg-{i}"
+        record["body"] = json.dumps(body)
+        records.append(record)
+    return {"Records": records}
+
+
+def test_the_sample_event_starts_one_job_per_file(jobs, lambda_context):
+    answer = handle(SAMPLE, lambda_context)
+
+    assert answer == {"batchItemFailures": []}
+    executions = jobs.executions(jobs.batch_arn)
+    assert len(executions) == 2
+    by_key = {}
+    for execution in executions:
+        sent = BatchExecutionInput.model_validate(jobs.execution_input(execution["executionArn"]))
+        by_key[sent.input_prefix] = sent
+        assert execution["name"] == sent.job_id
+        job = jobs.store.get(sent.job_id)
+        assert job.kind == JobKind.BATCH
+        assert job.caller == "platform"  # SLUICE_BATCH_DROP_CALLER
+        assert job.execution_id == execution["executionArn"]
+        assert job.details["source"] == "s3-drop"
+        assert (sent.output_bucket, sent.output_prefix) == (DATA_BUCKET, f"batch-output/platform/{sent.job_id}/")
+        assert sent.model == "iris"
+        assert sent.model_name == IRIS_MODEL_NAME
+    # Keys arrive URL-encoded ("+" for a space); the content type follows the file extension.
+    csv = by_key["batch-input/iris/2026-11-23/part-0001.csv"]
+    jsonl = by_key["batch-input/iris/2026-11-23/scores for today.jsonl"]
+    assert csv.content_type == "text/csv"
+    assert jsonl.content_type == "application/jsonlines"
+    assert csv.instance_type == get_settings().batch_default_instance_type
+
+
+def test_a_burst_of_200_files_with_duplicate_deliveries_starts_exactly_200_jobs(jobs, lambda_context):
+    bodies = [
+        {"Records": [s3_record(f"batch-input/iris/burst/part-{i:04d}.csv", version=f"v{i:04d}", sequencer=f"{i:018X}")]}
+        for i in range(200)
+    ]
+    # SQS delivers at least once: 40 messages come again, some within the same batch of 10.
+    rng = random.Random(7)
+    deliveries = bodies + [bodies[i] for i in rng.sample(range(200), 40)]
+    rng.shuffle(deliveries)
+    deliveries.insert(1, deliveries[0])  # a duplicate inside one batch of 10
+
+    failures = []
+    for start in range(0, len(deliveries), 10):
+        batch = deliveries[start : start + 10]
+        answer = handle(sqs_event(batch, [f"m-{start + i}" for i in range(len(batch))]), lambda_context)
+        failures += answer["batchItemFailures"]
+
+    assert failures == []
+    assert len(jobs.all_jobs()) == 200
+    executions = jobs.executions(jobs.batch_arn)
+    assert len(executions) == 200
+    assert len({execution["name"] for execution in executions}) == 200
+    started = {jobs.execution_input(e["executionArn"])["input_prefix"] for e in executions}
+    assert started == {f"batch-input/iris/burst/part-{i:04d}.csv" for i in range(200)}
+
+
+def test_a_failing_start_is_reported_for_that_message_only_and_a_retry_starts_it(jobs, lambda_context):
+    keys = [f"batch-input/iris/day/part-{i}.csv" for i in range(10)]
+    bodies = [{"Records": [s3_record(key, version=f"ver-{i}")]} for i, key in enumerate(keys)]
+    doomed = drop_job_id(DATA_BUCKET, keys[3], "ver-3")
+
+    with failing_starts(clients.get("stepfunctions"), {doomed}):
+        answer = handle(sqs_event(bodies), lambda_context)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "msg-3"}]}
+    assert len(jobs.executions(jobs.batch_arn)) == 9
+    waiting = jobs.store.get(doomed)
+    assert waiting.status == JobStatus.QUEUED  # not failed: the retry must still start it
+    assert waiting.execution_id is None
+
+    # SQS delivers the message again once its visibility timeout ends.
+    retry = handle(sqs_event([bodies[3]], ["msg-3"]), lambda_context)
+
+    assert retry == {"batchItemFailures": []}
+    assert len(jobs.executions(jobs.batch_arn)) == 10
+    assert jobs.store.get(doomed).execution_id.endswith(f":{doomed}")
+    assert len(jobs.all_jobs()) == 10
+
+
+def test_a_retry_after_the_execution_started_but_before_it_was_recorded_starts_nothing_new(jobs, lambda_context):
+    key = "batch-input/iris/day/late.csv"
+    body = {"Records": [s3_record(key, version="v1")]}
+    handle(sqs_event([body]), lambda_context)
+    job_id = drop_job_id(DATA_BUCKET, key, "v1")
+    # As if the first attempt died between StartExecution and recording its ARN.
+    jobs.store.update_details(job_id, execution_id=None)
+
+    assert handle(sqs_event([body]), lambda_context) == {"batchItemFailures": []}
+
+    (execution,) = jobs.executions(jobs.batch_arn)
+    assert jobs.store.get(job_id).execution_id == execution["executionArn"]
+
+
+def test_a_new_version_of_the_same_key_is_a_new_job(jobs, lambda_context):
+    key = "batch-input/iris/daily.csv"
+    handle(sqs_event([{"Records": [s3_record(key, version="v1")]}]), lambda_context)
+    handle(sqs_event([{"Records": [s3_record(key, version="v2")]}]), lambda_context)
+
+    assert len(jobs.executions(jobs.batch_arn)) == 2
+
+
+def test_the_s3_test_event_and_keys_outside_the_convention_are_ignored(jobs, lambda_context):
+    bodies = [
+        json.loads(load_event("batch_drop/s3-test-event.json")["Records"][0]["body"]),
+        {"Records": [s3_record("batch-input/no-model-folder.csv", version="v1")]},
+        {"Records": [s3_record("batch-input/iris/", version="v1")]},  # a folder marker
+        {"Records": [s3_record("elsewhere/iris/file.csv", version="v1")]},
+        {"Records": [s3_record("batch-input/iris/removed.csv", version="v1", event_name="ObjectRemoved:Delete")]},
+    ]
+
+    answer = handle(sqs_event(bodies), lambda_context)
+
+    assert answer == {"batchItemFailures": []}
+    assert jobs.all_jobs() == []
+    assert jobs.executions(jobs.batch_arn) == []
+
+
+def test_a_file_for_a_model_that_cannot_run_batch_is_a_failed_job_not_a_retry(jobs, lambda_context):
+    bodies = [
+        {"Records": [s3_record("batch-input/unknown-model/a.csv", version="v1")]},
+        {"Records": [s3_record("batch-input/claude-chat/b.csv", version="v1")]},  # Bedrock
+        {"Records": [s3_record("batch-input/mme-churn/c.csv", version="v1")]},  # no model_name
+    ]
+
+    answer = handle(sqs_event(bodies), lambda_context)
+
+    assert answer == {"batchItemFailures": []}
+    assert jobs.executions(jobs.batch_arn) == []
+    reasons = {}
+    for item in jobs.all_jobs():
+        job = jobs.store.get(item["job_id"]["S"])
+        assert job.status == JobStatus.FAILED
+        assert job.finished_at
+        reasons[job.model] = job.failure_reason
+    assert "not in the catalog" in reasons["unknown-model"]
+    assert "SageMaker models only" in reasons["claude-chat"]
+    assert "backend.model_name" in reasons["mme-churn"]
+    # A second delivery changes nothing.
+    assert handle(sqs_event(bodies), lambda_context) == {"batchItemFailures": []}
+    assert len(jobs.all_jobs()) == 3
+
+
+def test_dropped_jobs_are_listed_for_the_platform_caller(jobs, lambda_context):
+    handle(SAMPLE, lambda_context)
+
+    mine, _ = jobs.store.list_for_caller("platform")
+    theirs, _ = jobs.store.list_for_caller("acme")
+
+    assert len(mine) == 2
+    assert theirs == []

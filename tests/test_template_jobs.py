@@ -1,0 +1,54 @@
+"""template.yaml wires the jobs API and the batch drop as the code expects."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from samtranslator.yaml_helper import yaml_parse
+
+from tests.conftest import ROOT, load_handler
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict:
+    return yaml_parse((ROOT / "template.yaml").read_text())["Resources"]
+
+
+def test_every_api_route_is_deployed_on_both_apis(resources):
+    events = resources["ApiFunction"]["Properties"]["Events"].values()
+    deployed = {
+        (event["Properties"]["RestApiId"]["Ref"], event["Properties"]["Method"], event["Properties"]["Path"])
+        for event in events
+    }
+    routes = {(method, re.sub(r"<(\w+)>", r"{\1}", path)) for method, path, *_ in load_handler("api").ROUTES}
+
+    for method, path in routes:
+        assert ("PublicApi", method, path) in deployed, (method, path)
+        assert ("IamApi", method, path) in deployed, (method, path)
+
+
+def test_the_api_starts_the_stacks_own_state_machines(resources):
+    variables = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+
+    assert variables["SLUICE_ASYNC_STATE_MACHINE_ARN"] == {"Ref": "AsyncInferenceStateMachine"}
+    assert variables["SLUICE_BATCH_STATE_MACHINE_ARN"] == {"Ref": "BatchTransformStateMachine"}
+    assert variables["SLUICE_JOBS_TABLE"] == {"Ref": "JobsTable"}
+    assert variables["SLUICE_IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
+    assert variables["SLUICE_DATA_BUCKET"] == {"Ref": "DataBucket"}
+
+
+def test_the_batch_drop_function_reads_the_drop_queue_reporting_item_failures(resources):
+    function = resources["BatchDropFunction"]["Properties"]
+    (source,) = function["Events"].values()
+
+    assert source["Type"] == "SQS"
+    assert source["Properties"]["Queue"] == {"Fn::GetAtt": ["BatchDropQueue", "Arn"]}
+    assert source["Properties"]["BatchSize"] == 10
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert function["Environment"]["Variables"]["SLUICE_BATCH_STATE_MACHINE_ARN"] == {
+        "Ref": "BatchTransformStateMachine"
+    }
+    # Lambda's advice: the queue's visibility timeout is at least six times the function's timeout.
+    assert resources["BatchDropQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
+    assert resources["BatchDropFunctionLogGroup"]["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["SluiceKey", "Arn"]}
