@@ -257,6 +257,7 @@ def test_cancelling_a_running_async_job_stops_its_execution(jobs, lambda_context
     assert job["status"] == "CANCELLED"
     assert job["finished_at"]
     assert "cancel" not in job["links"]
+    assert job["details"]["cancelled_by"] == "acme"  # the audit trail of the control action
     (execution,) = jobs.executions(jobs.async_arn)
     assert execution["status"] == "ABORTED"
     # Late news from the stopped work cannot undo the cancellation.
@@ -276,6 +277,9 @@ def test_cancelling_a_batch_job_also_stops_its_transform_job(jobs, stubbed, lamb
 
     assert response["statusCode"] == 200, response["body"]
     assert body_of(response)["status"] == "CANCELLED"
+    # What the workflow recorded is kept beside the cancellation note.
+    assert body_of(response)["details"]["transform_job_name"] == "sluice-tj-1"
+    assert body_of(response)["details"]["cancelled_by"] == "acme"
     (stopped,) = jobs.executions(jobs.batch_arn)
     assert stopped["status"] == "ABORTED"
 

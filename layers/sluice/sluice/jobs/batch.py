@@ -20,6 +20,7 @@ from sluice.inference.context import RequestContext
 from sluice.inference.routing import resolve_model
 from sluice.inference.validation import validation_failed
 from sluice.jobs import idempotency, services
+from sluice.jobs.batch_policy import enforce_instance_approval
 from sluice.jobs.models import Job, JobKind
 from sluice.jobs.starting import new_job_id, start_batch
 from sluice.jobs.views import BatchJobRequest
@@ -68,7 +69,7 @@ def submit_batch(
             ]
         )
     instance_type = request.instance_type or settings.batch_default_instance_type
-    check_approval(instance_type, request.approved_by)
+    check_approval(instance_type, request.instance_count, request.approved_by)
     input_bucket, input_prefix = parse_s3_uri(request.input_prefix)
     check_location(caller, input_bucket, input_prefix, "input_prefix", _READABLE)
     if request.output_prefix:
@@ -136,15 +137,13 @@ def batch_model_name(name: str, entry: ModelEntry) -> str:
     return backend.model_name
 
 
-def check_approval(instance_type: str, approved_by: str | None) -> None:
-    allowed = get_settings().batch_unapproved_instance_types
-    if instance_type in allowed or (approved_by and approved_by.strip()):
-        return
-    raise ApprovalRequired(
-        f"Instance type {instance_type} needs an approval: only {', '.join(allowed) or 'none'} run without one. "
-        "Resubmit with approved_by naming who approved the cost, or choose one of those types.",
-        param="approved_by",
+def check_approval(instance_type: str, instance_count: int, approved_by: str | None) -> None:
+    """The state machine's own decision (sluice.jobs.batch_policy), answered before anything is created."""
+    decision = enforce_instance_approval(
+        instance_type, instance_count, approved_by, get_settings().batch_unapproved_instance_types
     )
+    if not decision.approved:
+        raise ApprovalRequired(decision.reason, param="approved_by")
 
 
 def check_location(caller: str, bucket: str, prefix: str, field: str, own_prefixes: tuple[str, ...]) -> None:

@@ -46,7 +46,11 @@ def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
     is stopped: the Step Functions execution and, for batch, the transform job."""
     job = _own_job(ctx, job_id)
     store = services.store()
-    cancelled = None if job.status.terminal else store.transition(job_id, JobStatus.CANCELLED)
+    cancelled = None
+    if not job.status.terminal:
+        # Who cancelled is kept on the job (audit), next to whatever the workflow recorded.
+        note = {"cancelled_by": ctx.caller.identity, "cancelled_request_id": ctx.request_id}
+        cancelled = store.transition(job_id, JobStatus.CANCELLED, add_details=note)
     if cancelled is None:
         final = store.get(job_id) or job
         raise JobNotCancellable(

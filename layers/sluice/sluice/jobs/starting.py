@@ -50,13 +50,11 @@ def start_async(job: Job, entry: ModelEntry) -> None:
                 Accept=backend.accept,
             )
         store = services.store()
-        # SageMaker chose the output's location; its SNS notifications finish the job.
-        store.update_details(
-            job.job_id,
-            execution_id=job.job_id,  # the InferenceId sent, which its notifications carry back
-            output_location=answer["OutputLocation"],
-            details={**job.details, "failure_location": answer.get("FailureLocation")},
-        )
+        # SageMaker chose the output's location; its SNS notifications finish the job (and may
+        # already have: then the RUNNING move is refused and nothing recorded here is lost).
+        store.update_details(job.job_id, execution_id=job.job_id, output_location=answer["OutputLocation"])
+        if answer.get("FailureLocation"):
+            store.merge_details(job.job_id, failure_location=answer["FailureLocation"])
         store.transition(job.job_id, JobStatus.RUNNING)
         return
     settings = get_settings()
