@@ -23,7 +23,7 @@ def record_handler(record: SQSRecord) -> None:
         metrics.add_metric(name=f"BatchDrop{outcome.outcome.capitalize()}", unit=MetricUnit.Count, value=1)
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: object) -> dict:
