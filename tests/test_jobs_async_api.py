@@ -373,3 +373,65 @@ def test_a_malformed_idempotency_key_is_a_400(jobs, lambda_context):
 
     error = assert_error(response, evt, 400, "invalid_request")
     assert error["param"] == "Idempotency-Key"
+
+
+def test_a_retry_while_the_first_request_is_still_running_is_a_409_with_retry_after(jobs, lambda_context):
+    answers = []
+
+    def retry_meanwhile(**_):
+        # The client times out and retries while the first request is writing the input.
+        if not answers:
+            answers.append(submit(lambda_context, key="order-7"))
+
+    services.s3().meta.events.register("before-call.s3.PutObject", retry_meanwhile)
+    try:
+        _, first = submit(lambda_context, key="order-7")
+    finally:
+        services.s3().meta.events.unregister("before-call.s3.PutObject", retry_meanwhile)
+
+    assert first["statusCode"] == 202, first["body"]
+    ((evt, retried),) = answers
+    error = assert_error(retried, evt, 409, "idempotency_key_in_progress")
+    assert error["param"] == "Idempotency-Key"
+    assert header(retried, "Retry-After")
+    assert len(jobs.all_jobs()) == 1
+    # Once the first is done, the same retry gets its job.
+    assert body_of(submit(lambda_context, key="order-7")[1])["id"] == body_of(first)["id"]
+
+
+def test_a_refused_invoke_endpoint_async_fails_the_job_and_frees_the_idempotency_key(jobs, stubbed, lambda_context):
+    runtime = stubbed("sagemaker-runtime")
+    runtime.add_client_error(
+        "invoke_endpoint_async", service_error_code="ValidationError", service_message="Endpoint is Updating"
+    )
+    evt = for_model(event("async-submit", headers={"Idempotency-Key": "k-1"}), "churn-async")
+
+    error = assert_error(call(evt, lambda_context), evt, 400, "invalid_request")
+
+    assert "Endpoint is Updating" in error["message"]
+    (item,) = jobs.all_jobs()
+    failed = jobs.store.get(item["job_id"]["S"])
+    assert failed.status == JobStatus.FAILED
+    assert "Endpoint is Updating" in failed.failure_reason
+    # The failed attempt is not remembered: the same key may be retried.
+    runtime.add_response(
+        "invoke_endpoint_async",
+        {"InferenceId": "x", "OutputLocation": f"s3://{DATA_BUCKET}/async-endpoint-output/x.out"},
+    )
+    retry = call(evt, lambda_context)
+    assert retry["statusCode"] == 202, retry["body"]
+    assert body_of(retry)["id"] != failed.job_id
+
+
+def test_the_openapi_document_lists_the_job_routes(lambda_context):
+    paths = body_of(call(event("docs"), lambda_context))["paths"]
+
+    assert set(paths["/v1/models/{model}/async"]) == {"post"}
+    assert "202" in paths["/v1/models/{model}/async"]["post"]["responses"]
+    assert set(paths["/v1/models/{model}/async/uploads"]) == {"post"}
+    assert set(paths["/v1/batch-jobs"]) == {"post"}
+    assert set(paths["/v1/jobs"]) == {"get"}
+    assert set(paths["/v1/jobs/{job_id}"]) == {"get"}
+    assert set(paths["/v1/jobs/{job_id}/cancel"]) == {"post"}
+    headers = {p["name"] for p in paths["/v1/models/{model}/async"]["post"]["parameters"] if p["in"] == "header"}
+    assert {"Idempotency-Key", "X-Sluice-Input-Upload", "X-Sluice-Callback-Url"} <= headers
