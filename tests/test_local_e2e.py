@@ -339,3 +339,51 @@ def test_async_endpoint_writes_its_output_and_notifies_the_stacks_success_topic(
     key = response["OutputLocation"].removeprefix(f"s3://{bucket}/")
     answer = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     assert answer["predictions"][0]["label"] == "setosa"
+
+
+def _wait_for(check, timeout: float = 90, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")
+
+
+def test_async_job_through_the_api_runs_on_the_real_model_and_its_output_downloads(local):
+    status, headers, job = local.request("POST", "/v1/models/iris/async", {"instances": [SETOSA, [6.7, 3.0, 5.2, 2.3]]})
+    assert status == 202, job
+    location = {k.lower(): v for k, v in headers.items()}["location"]
+    assert location == f"/v1/jobs/{job['id']}"
+
+    def finished():
+        _, _, current = local.request("GET", location)
+        return current if current["status"] in ("SUCCEEDED", "FAILED") else None
+
+    done = _wait_for(finished)
+    assert done["status"] == "SUCCEEDED", done
+    with urllib.request.urlopen(done["output_url"], timeout=30) as response:
+        output = json.loads(response.read())
+    labels = [p["label"] for p in output["output"]["predictions"]] if "output" in output else None
+    labels = labels or [p["label"] for p in output["predictions"]]
+    assert labels == ["setosa", "virginica"]
+
+
+def test_a_csv_dropped_into_the_bucket_gets_one_prediction_per_line(local):
+    bucket = _outputs(local)["DataBucketName"]
+    s3 = _aws(local, "s3")
+    rows = ["5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3", "5.9,3.0,4.2,1.5"]
+    s3.put_object(Bucket=bucket, Key="batch-input/iris/e2e-drop.csv", Body=("\n".join(rows) + "\n").encode())
+
+    def output_object():
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="batch-output/").get("Contents", [])
+        return next((o["Key"] for o in listed if o["Key"].endswith("e2e-drop.csv.out")), None)
+
+    key = _wait_for(output_object, timeout=120)
+    lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+    assert len(lines) == len(rows)
+    predictions = [json.loads(line) for line in lines]
+    assert [p["label"] for p in predictions] == ["setosa", "virginica", "versicolor"]
+    for prediction in predictions:
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)

@@ -123,6 +123,11 @@ class LocalStack:
             stack_name=config.stack_name,
             region=config.region,
             connect_events=False,
+            # Local transform jobs finish in seconds: poll them as often (AWS defaults are minutes).
+            parameters={
+                "TransformPollSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_POLL_SECONDS", "2"),
+                "TransformRetryWaitSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_RETRY_WAIT_SECONDS", "5"),
+            },
         )
         os.environ.update(function_environment(deployment, moto.url, config.region))
         os.environ.update(

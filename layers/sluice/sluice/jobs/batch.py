@@ -91,6 +91,8 @@ def submit_batch(
             details=batch_details(
                 model_name=model_name,
                 content_type=content_type,
+                # What the model answers: a JSON-only model must not be asked for CSV.
+                accept=entry.backend.accept,
                 split_type=request.split_type,
                 instance_type=instance_type,
                 instance_count=request.instance_count,

@@ -144,7 +144,7 @@ def transform_plan(job: BatchExecutionInput) -> TransformPlan:
         input_uri=s3_uri(job.input_bucket, job.input_prefix),
         output_uri=s3_uri(job.output_bucket, job.output_prefix),
         content_type=job.content_type,
-        accept=job.content_type,
+        accept=job.accept or job.content_type,
         split_type=job.split_type,
         max_payload_mb=job.max_payload_mb,
         instance_type=job.instance_type,

@@ -134,6 +134,7 @@ def _drop_job(bucket: str, key: str, model: str, job_id: str) -> Job:
         details=batch_details(
             model_name=model_name,
             content_type=content_type,
+            accept=entry.backend.accept,
             split_type="Line",
             instance_type=settings.batch_default_instance_type,
             instance_count=1,

@@ -101,6 +101,8 @@ class BatchExecutionInput(BaseModel):
     output_bucket: str
     output_prefix: str
     content_type: str
+    # The model's answer type (catalog backend.accept); the input's content type when absent.
+    accept: str | None = None
     split_type: Literal["Line", "None", "RecordIO", "TFRecord"] = "Line"
     instance_type: str
     instance_count: int = Field(ge=1)

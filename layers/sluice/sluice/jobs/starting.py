@@ -89,6 +89,7 @@ def batch_execution_input(job: Job) -> BatchExecutionInput:
         output_bucket=output_bucket,
         output_prefix=output_prefix,
         content_type=details["content_type"],
+        accept=details.get("accept"),
         split_type=details["split_type"],
         instance_type=details["instance_type"],
         instance_count=details["instance_count"],
