@@ -8,16 +8,15 @@ are logged and skipped, never raised: a retry could not make them valid and SNS 
 from __future__ import annotations
 
 import json
-from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.data_classes import SNSEvent, event_source
 from pydantic import ValidationError
 
 from sluice.jobs.async_notifications import AsyncInferenceNotification, apply_notification
 from sluice.jobs.notify import announce_completion
+from sluice.jobs.notify_sources import sns_in, webhook_secret
 from sluice.jobs.store import JobStore
 from sluice.settings import get_settings
 from sluice.telemetry import logger, tracer
@@ -25,17 +24,6 @@ from sluice.telemetry import logger, tracer
 settings = get_settings()
 store = JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days)
 sns = boto3.client("sns")
-
-
-@cache
-def sns_in(region: str) -> Any:
-    return sns if region == sns.meta.region_name else boto3.client("sns", region_name=region)
-
-
-def webhook_secret() -> str:
-    return parameters.get_parameter(
-        settings.webhook_secret_parameter, decrypt=True, max_age=settings.webhook_secret_ttl_seconds
-    )
 
 
 @logger.inject_lambda_context

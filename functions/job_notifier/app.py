@@ -7,14 +7,13 @@ callback that cannot be delivered is recorded on the job (details.notification),
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any, Literal
 
 import boto3
-from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel
 
 from sluice.jobs.notify import deliver_callback, publish_job_event, record_delivery
+from sluice.jobs.notify_sources import sns_in, webhook_secret
 from sluice.jobs.status import JobNotFound
 from sluice.jobs.store import JobStore
 from sluice.settings import get_settings
@@ -28,19 +27,6 @@ sns = boto3.client("sns")
 class NotifyRequest(BaseModel):
     job_id: str
     channel: Literal["events", "callback"]
-
-
-@cache
-def sns_in(region: str) -> Any:
-    """A caller's topic may live in another region than this function."""
-    return sns if region == sns.meta.region_name else boto3.client("sns", region_name=region)
-
-
-def webhook_secret() -> str:
-    # Powertools caches it for the TTL: one SSM read per container and TTL, not one per webhook.
-    return parameters.get_parameter(
-        settings.webhook_secret_parameter, decrypt=True, max_age=settings.webhook_secret_ttl_seconds
-    )
 
 
 @logger.inject_lambda_context
