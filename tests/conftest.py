@@ -169,3 +169,34 @@ def stubbed(monkeypatch):
     finally:
         for stub in stubs.values():
             stub.deactivate()
+
+
+# --- local mode: an embedded AWS and the two iris model versions, once per test module -------------
+
+
+@pytest.fixture(scope="module")
+def moto():
+    import urllib.request
+
+    from sluice_local.emulator import start_moto
+
+    server = start_moto("127.0.0.1", 0)
+    yield server
+    # moto's state is process-wide: leave nothing behind for the next module's embedded AWS.
+    urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")).close()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The iris model processes, v1 and v2, started in parallel: {version: RunningModel}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sluice_local.models import start_model
+
+    root = tmp_path_factory.mktemp("models")
+    with ThreadPoolExecutor(2) as pool:
+        started = list(pool.map(lambda version: start_model(version, root / version), ["v1", "v2"]))
+    yield {model.version: model for model in started}
+    for model in started:
+        model.stop()

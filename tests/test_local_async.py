@@ -7,18 +7,14 @@ from __future__ import annotations
 import json
 import math
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from sluice_local.emulator import MotoServer, start_moto
-from sluice_local.models import RunningModel, start_model
 from sluice_local.sagemaker_runtime import AsyncConfig, LocalSageMakerRuntime, Variant
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -49,25 +45,6 @@ def _client(service: str, url: str) -> Any:
         aws_secret_access_key="local",
         config=Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}, read_timeout=10),
     )
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = start_moto("127.0.0.1", 0)
-    yield server
-    # moto's state is process-wide: leave nothing behind for the next module's embedded AWS.
-    urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")).close()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Iterator[dict[str, RunningModel]]:
-    root = tmp_path_factory.mktemp("async-models")
-    with ThreadPoolExecutor(2) as pool:
-        started = list(pool.map(lambda version: start_model(version, root / version), ["v1", "v2"]))
-    yield {model.version: model for model in started}
-    for model in started:
-        model.stop()
 
 
 class Topics:

@@ -7,10 +7,8 @@ import json
 import math
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,8 +17,6 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sluice_local.emulator import MotoServer, start_moto
-from sluice_local.models import RunningModel, start_model
 from sluice_local.transform import TransformRunner, _JobSpec, install_transform_runner
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -31,25 +27,6 @@ LABELS = ["setosa", "virginica", "versicolor", "setosa", "virginica"]
 BUCKET = "transform-data"
 ROLE = "arn:aws:iam::123456789012:role/sluice-local-sagemaker"
 POLL_TIMEOUT = 20.0
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = start_moto("127.0.0.1", 0)
-    yield server
-    # moto's state is process-wide: leave nothing behind for the next module's embedded AWS.
-    urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")).close()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Iterator[dict[str, RunningModel]]:
-    root = tmp_path_factory.mktemp("transform-models")
-    with ThreadPoolExecutor(2) as pool:
-        started = list(pool.map(lambda version: start_model(version, root / version), ["v1", "v2"]))
-    yield {model.version: model for model in started}
-    for model in started:
-        model.stop()
 
 
 class Gate:
