@@ -22,11 +22,13 @@ REGION, ACCOUNT = "us-east-1", "123456789012"
 DATA_BUCKET = "sluice-test-data"
 JOBS_TABLE = "sluice-test-jobs"
 IDEMPOTENCY_TABLE = "sluice-test-idempotency"
+UPLOAD_TICKETS_TABLE = "sluice-test-upload-tickets"
 ASYNC_MACHINE = "sluice-test-async-inference"
 BATCH_MACHINE = "sluice-test-batch-transform"
 JOBS_ENV = {
     "SLUICE_JOBS_TABLE": JOBS_TABLE,
     "SLUICE_IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
+    "SLUICE_UPLOAD_TICKETS_TABLE": UPLOAD_TICKETS_TABLE,
     "SLUICE_DATA_BUCKET": DATA_BUCKET,
     "SLUICE_ASYNC_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ASYNC_MACHINE}",
     "SLUICE_BATCH_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{BATCH_MACHINE}",
@@ -128,6 +130,30 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+    )
+    # As template.yaml's UploadTicketsTable.
+    dynamodb.create_table(
+        TableName=UPLOAD_TICKETS_TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "caller", "AttributeType": "S"},
+            {"AttributeName": "upload_id", "AttributeType": "S"},
+            {"AttributeName": "expires_at", "AttributeType": "N"},
+        ],
+        KeySchema=[
+            {"AttributeName": "caller", "KeyType": "HASH"},
+            {"AttributeName": "upload_id", "KeyType": "RANGE"},
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "ByExpiry",
+                "KeySchema": [
+                    {"AttributeName": "caller", "KeyType": "HASH"},
+                    {"AttributeName": "expires_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
     )
     s3 = shared_client("s3")
     s3.create_bucket(Bucket=DATA_BUCKET)

@@ -6,6 +6,7 @@ sagemaker-runtime's InvokeEndpointAsync is stubbed (botocore Stubber) to check i
 
 from __future__ import annotations
 
+import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -17,7 +18,15 @@ from sluice.providers import clients
 from sluice.settings import get_settings
 from tests.api_support import assert_error, body_of, call, event, header, set_header
 from tests.conftest import shared_client
-from tests.jobs_support import DATA_BUCKET, as_caller, calls_recorded, create_jobs_stack, for_model, set_setting
+from tests.jobs_support import (
+    DATA_BUCKET,
+    UPLOAD_TICKETS_TABLE,
+    as_caller,
+    calls_recorded,
+    create_jobs_stack,
+    for_model,
+    set_setting,
+)
 
 IRIS_ROWS = b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
 
@@ -312,7 +321,94 @@ def test_an_upload_larger_than_the_limit_is_refused_up_front(jobs, lambda_contex
 
     error = assert_error(call(evt, lambda_context), evt, 413, "payload_too_large")
 
-    assert error["param"] == "size_bytes"
+    assert error["param"] == "body.size_bytes"
+
+
+def test_upload_ticket_larger_than_model_accepts_is_refused(jobs, lambda_context):
+    # iris runs on the async workflow, which invokes it synchronously: its catalog limit is 1024 bytes.
+    evt = event("async-upload", body={"size_bytes": 2000})
+
+    error = assert_error(call(evt, lambda_context), evt, 413, "payload_too_large")
+
+    assert error["param"] == "body.size_bytes"
+    assert error["details"] == {"size_bytes": 2000, "limit_bytes": 1024}
+    assert "1024 bytes" in error["message"]
+    assert "synchronously" in error["message"]
+    assert tickets_of("acme") == []
+
+
+def test_an_async_endpoint_takes_uploads_above_the_synchronous_limit(jobs, lambda_context):
+    size = 64 * 1024 * 1024  # above the stack's 6 MB synchronous default, within AsyncMaxUploadBytes
+    evt = for_model(event("async-upload", body={"size_bytes": size}), "churn-async")
+
+    response = call(evt, lambda_context)
+
+    assert response["statusCode"] == 201, response["body"]
+    assert body_of(response)["size_bytes"] == size
+
+
+def test_an_uploaded_file_larger_than_the_model_accepts_is_refused_before_a_job_exists(jobs, lambda_context):
+    upload_id = "up-" + "a" * 32  # e.g. a ticket issued before the model's limit was lowered
+    jobs.put(f"uploads/acme/{upload_id}", b"x" * 2000)
+    evt = event("async-from-upload", headers={"X-Sluice-Input-Upload": upload_id})
+
+    error = assert_error(call(evt, lambda_context), evt, 413, "payload_too_large")
+
+    assert error["param"] == "X-Sluice-Input-Upload"
+    assert error["details"] == {"size_bytes": 2000, "limit_bytes": 1024}
+    assert jobs.all_jobs() == []
+
+
+def tickets_of(caller: str) -> list[dict]:
+    items = shared_client("dynamodb").query(
+        TableName=UPLOAD_TICKETS_TABLE,
+        KeyConditionExpression="#c = :c",
+        ExpressionAttributeNames={"#c": "caller"},
+        ExpressionAttributeValues={":c": {"S": caller}},
+    )["Items"]
+    return items
+
+
+def test_caller_cannot_open_unlimited_upload_tickets(jobs, lambda_context, monkeypatch):
+    set_setting(monkeypatch, "SLUICE_ASYNC_MAX_OPEN_UPLOADS", "3")
+    for _ in range(3):
+        upload_ticket(lambda_context)
+    evt = event("async-upload", body={"size_bytes": len(IRIS_ROWS)})
+
+    response = call(evt, lambda_context)
+
+    error = assert_error(response, evt, 429, "too_many_open_uploads")
+    assert error["details"] == {"open_uploads": 3, "limit": 3}
+    assert "at most 3" in error["message"]
+    retry_after = int(header(response, "Retry-After"))
+    assert 0 < retry_after <= get_settings().presigned_url_seconds
+    assert len(tickets_of("acme")) == 3  # the refused request recorded nothing
+    # The cap is per caller: another tenant still gets a ticket.
+    upload_ticket(lambda_context, tenant="globex")
+
+
+def test_an_upload_used_by_a_job_frees_its_ticket(jobs, lambda_context, monkeypatch):
+    set_setting(monkeypatch, "SLUICE_ASYNC_MAX_OPEN_UPLOADS", "1")
+    ticket = upload_ticket(lambda_context)
+    jobs.put(f"uploads/acme/{ticket['upload_id']}", IRIS_ROWS)
+    evt = event("async-from-upload", headers={"X-Sluice-Input-Upload": ticket["upload_id"]})
+    assert call(evt, lambda_context)["statusCode"] == 202
+
+    upload_ticket(lambda_context)  # the used ticket no longer counts
+
+
+def test_expired_upload_tickets_no_longer_count(jobs, lambda_context, monkeypatch):
+    import sluice.jobs.submit as submit_module
+
+    set_setting(monkeypatch, "SLUICE_ASYNC_MAX_OPEN_UPLOADS", "1")
+    upload_ticket(lambda_context)
+    later = time.time() + get_settings().presigned_url_seconds + 1
+    # TTL has not deleted the row yet (it may take days): the count must skip it by its expiry.
+    monkeypatch.setattr(submit_module.time, "time", lambda: later)
+
+    upload_ticket(lambda_context)
+
+    assert len(tickets_of("acme")) == 2
 
 
 def test_an_upload_request_without_a_size_is_a_422(jobs, lambda_context):

@@ -114,6 +114,12 @@ class Throttled(SluiceError):
     status, code, type = 429, "throttled", "rate_limit_error"
 
 
+class TooManyOpenUploads(SluiceError):
+    """The caller holds as many unused, unexpired upload tickets as it may."""
+
+    status, code, type = 429, "too_many_open_uploads", "rate_limit_error"
+
+
 # 5xx: the backend or the platform is at fault.
 class ModelFailed(SluiceError):
     """The model container ran and answered with an error of its own."""

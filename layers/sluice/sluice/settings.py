@@ -66,6 +66,13 @@ class Settings:
     async_max_upload_bytes: int = field(
         default_factory=lambda: int(_env("SLUICE_ASYNC_MAX_UPLOAD_BYTES", str(1024 * 1024 * 1024)))
     )
+    # Each open upload ticket is a presigned PUT of up to async_max_upload_bytes: without a cap one
+    # caller could hold unlimited storage promises. One more than this is a 429.
+    async_max_open_uploads: int = field(default_factory=lambda: int(_env("SLUICE_ASYNC_MAX_OPEN_UPLOADS", "20")))
+    # Where open tickets are counted (sluice.jobs.upload_tickets).
+    upload_tickets_table: str = field(
+        default_factory=lambda: _env("SLUICE_UPLOAD_TICKETS_TABLE", "sluice-upload-tickets")
+    )
     # Batch instance approval: these types need no approval; any other needs an approved_by field.
     batch_unapproved_instance_types: tuple[str, ...] = field(
         default_factory=lambda: tuple(

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from sluice.jobs.store import JobStore
+from sluice.jobs.upload_tickets import UploadTickets
 from sluice.providers import clients
 from sluice.settings import get_settings
 
@@ -13,6 +14,10 @@ from sluice.settings import get_settings
 def store() -> JobStore:
     settings = get_settings()
     return JobStore(clients.get("dynamodb"), settings.jobs_table, settings.job_ttl_days)
+
+
+def upload_tickets() -> UploadTickets:
+    return UploadTickets(clients.get("dynamodb"), get_settings().upload_tickets_table)
 
 
 @cache

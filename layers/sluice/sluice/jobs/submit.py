@@ -5,20 +5,26 @@ Larger inputs (up to settings.async_max_upload_bytes) take two steps: POST .../a
 a presigned PUT for uploads/<caller>/<upload id>, then POST .../async with the header
 X-Sluice-Input-Upload names it. The upload key holds the caller, so another caller's upload id
 resolves to nothing (404), never to their data.
+
+A ticket is never larger than the model's runner accepts (a SageMaker async endpoint takes
+async_max_upload_bytes; the async workflow calls the model synchronously, within its payload limit),
+and a caller holds at most async_max_open_uploads open tickets (sluice.jobs.upload_tickets).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from sluice.catalog.models import BedrockBackend, ModelEntry
-from sluice.errors import InvalidRequest, PayloadTooLarge, UploadNotFound
+from sluice.errors import InvalidRequest, PayloadTooLarge, TooManyOpenUploads, UploadNotFound
 from sluice.inference.context import RequestContext
 from sluice.inference.payload import choose_content_type
 from sluice.inference.routing import resolve_model
@@ -30,6 +36,7 @@ from sluice.jobs.views import UPLOAD_ID_PATTERN, UploadRequest, UploadTicket
 from sluice.providers.errors import from_client_error, translate_errors
 from sluice.settings import get_settings
 from sluice.storage.keys import async_input_key, s3_uri, upload_key
+from sluice.telemetry import logger
 
 UPLOAD_HEADER = "X-Sluice-Input-Upload"
 CALLBACK_SNS_HEADER = "X-Sluice-Callback-Sns"
@@ -40,24 +47,61 @@ CALLBACK_URL_QUERY = "callback_url"
 _UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
 
 
-def create_upload(ctx: RequestContext, name: str, request: UploadRequest) -> UploadTicket:
-    resolve_model(ctx, name, asynchronous=True)
+def upload_limit(entry: ModelEntry) -> int:
+    """The largest input this model's async runner accepts."""
     settings = get_settings()
-    if request.size_bytes > settings.async_max_upload_bytes:
-        raise PayloadTooLarge(
-            f"size_bytes is {request.size_bytes}; an async input may be at most {settings.async_max_upload_bytes} "
-            "bytes. Split the input, or score it with a batch job (POST /v1/batch-jobs).",
-            param="size_bytes",
-            details={"size_bytes": request.size_bytes, "limit_bytes": settings.async_max_upload_bytes},
+    if uses_native_async(entry):
+        return settings.async_max_upload_bytes
+    # The async workflow invokes the model synchronously: a larger input would be accepted, then fail.
+    payload_limit = entry.limits.max_payload_bytes or settings.default_max_payload_bytes
+    return min(settings.async_max_upload_bytes, payload_limit)
+
+
+def _check_upload_size(name: str, entry: ModelEntry, size: int, param: str) -> None:
+    limit = upload_limit(entry)
+    if size <= limit:
+        return
+    if uses_native_async(entry) or limit == get_settings().async_max_upload_bytes:
+        why = "an async input may be at most"
+    else:
+        why = f"model '{name}' runs on the async workflow, which calls it synchronously; it accepts at most"
+    raise PayloadTooLarge(
+        f"{param} is {size} bytes; {why} {limit} bytes. Split the input, or score it with a batch job "
+        "(POST /v1/batch-jobs).",
+        param=param,
+        details={"size_bytes": size, "limit_bytes": limit},
+    )
+
+
+def create_upload(ctx: RequestContext, name: str, request: UploadRequest) -> UploadTicket:
+    entry = resolve_model(ctx, name, asynchronous=True)
+    settings = get_settings()
+    caller = ctx.caller.identity
+    _check_upload_size(name, entry, request.size_bytes, "body.size_bytes")
+    tickets = services.upload_tickets()
+    now = time.time()
+    with translate_errors("dynamodb"):
+        held = tickets.open_for(caller, now=now)
+    if held.count >= settings.async_max_open_uploads:
+        wait = max(1, math.ceil((held.first_expiry or now) - now))
+        raise TooManyOpenUploads(
+            f"You hold {held.count} open upload tickets; at most {settings.async_max_open_uploads} may be open "
+            f"at once. Use them (PUT the file, then POST /v1/models/<model>/async with {UPLOAD_HEADER}) or wait "
+            f"until one expires, in {wait} s.",
+            details={"open_uploads": held.count, "limit": settings.async_max_open_uploads},
+            headers={"Retry-After": str(wait)},
         )
     upload_id = f"up-{secrets.token_hex(16)}"
-    key = upload_key(ctx.caller.identity, upload_id)
+    key = upload_key(caller, upload_id)
     url = services.s3().generate_presigned_url(
         "put_object",
         Params={"Bucket": settings.data_bucket, "Key": key, "ContentLength": request.size_bytes},
         ExpiresIn=settings.presigned_url_seconds,
     )
-    expires = datetime.now(UTC) + timedelta(seconds=settings.presigned_url_seconds)
+    expires_at = int(now) + settings.presigned_url_seconds
+    with translate_errors("dynamodb"):
+        tickets.record(caller, upload_id, model=name, size_bytes=request.size_bytes, expires_at=expires_at)
+    expires = datetime.fromtimestamp(expires_at, UTC)
     return UploadTicket(
         upload_id=upload_id,
         model=name,
@@ -118,7 +162,7 @@ def submit_async(
             raise InvalidRequest(
                 f"Send the input either in the body or as an upload ({UPLOAD_HEADER}), not both.", param=UPLOAD_HEADER
             )
-        input_key, input_bytes = _uploaded_input(caller, name, upload_id)
+        input_key, input_bytes = _uploaded_input(caller, name, entry, upload_id)
         payload["upload_id"] = upload_id
     else:
         _check_inline(name, body)
@@ -159,7 +203,17 @@ def submit_async(
     )
     job = services.store().get(job_id)
     assert job is not None, job_id
+    if upload_id is not None:
+        _consume_ticket(caller, upload_id)
     return job, replayed
+
+
+def _consume_ticket(caller: str, upload_id: str) -> None:
+    """The job exists: a failure here only leaves the ticket counted until it expires."""
+    try:
+        services.upload_tickets().consume(caller, upload_id)
+    except ClientError as exc:
+        logger.warning("upload ticket not released", extra={"upload_id": upload_id, "error": str(exc)})
 
 
 def _content_type(entry: ModelEntry, requested: str | None) -> str:
@@ -187,7 +241,7 @@ def _check_inline(name: str, body: bytes) -> None:
         )
 
 
-def _uploaded_input(caller: str, name: str, upload_id: str) -> tuple[str, int]:
+def _uploaded_input(caller: str, name: str, entry: ModelEntry, upload_id: str) -> tuple[str, int]:
     """The caller's uploaded object: its key and size."""
     if not _UPLOAD_ID.match(upload_id):
         raise validation_failed(
@@ -206,11 +260,7 @@ def _uploaded_input(caller: str, name: str, upload_id: str) -> tuple[str, int]:
             ) from None
         raise from_client_error("s3", exc) from exc
     size = int(head.get("ContentLength", 0))
-    if size > settings.async_max_upload_bytes:
-        raise PayloadTooLarge(
-            f"Upload '{upload_id}' is {size} bytes; an async input may be at most {settings.async_max_upload_bytes}.",
-            param=UPLOAD_HEADER,
-        )
+    _check_upload_size(name, entry, size, UPLOAD_HEADER)
     if size == 0:
         raise validation_failed([{"field": UPLOAD_HEADER, "message": f"upload '{upload_id}' is empty"}])
     return key, size
