@@ -298,3 +298,22 @@ def test_upload_tickets_are_counted_in_a_table_the_api_may_use(resources):
     assert granted["CountACallersOpenUploadTickets"]["Resource"] == {
         "Fn::Sub": "${UploadTicketsTable.Arn}/index/" + BY_EXPIRY_INDEX
     }
+
+
+def test_a_sagemaker_notification_that_keeps_failing_is_parked_not_lost(resources, translated):
+    function = resources["AsyncNotificationsFunction"]["Properties"]
+    queue = resources["AsyncNotificationsDeadLetterQueue"]
+    key_policy = resources["AsyncNotificationsDeadLetterKeyPolicy"]["Properties"]
+
+    assert function["DeadLetterQueue"] == {
+        "Type": "SQS",
+        "TargetArn": {"Fn::GetAtt": ["AsyncNotificationsDeadLetterQueue", "Arn"]},
+    }
+    assert queue["DeletionPolicy"] == "Retain"
+    assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "SluiceKey"}
+    # The role Lambda parks events with may write the encrypted queue.
+    assert key_policy["Roles"] == [{"Ref": "AsyncNotificationsFunctionRole"}]
+    assert "AsyncNotificationsFunctionRole" in translated
+    (statement,) = key_policy["PolicyDocument"]["Statement"]
+    assert "kms:GenerateDataKey*" in statement["Action"]
+    assert statement["Condition"]["StringEquals"]["kms:ViaService"] == {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}
