@@ -12,13 +12,14 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export SAM_CLI_CONTAINER_CONNECTION_TIMEOUT := 1
 
-.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench
+.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench checkov
 
 help:
 	@echo "make test    - lint, cfn-lint, sam validate --lint, pytest (creates .venv on first run)"
 	@echo "make build   - sam build (arm64 wheels for the layer)"
 	@echo "make local   - the whole platform on this machine: embedded AWS, real model, emulated Bedrock"
 	@echo "make bench   - benchmarks: sync-path overhead and cold start"
+	@echo "make checkov - checkov on template.yaml (own venv .venv-checkov, not part of make test)"
 
 $(BIN)/.installed: requirements-dev.txt
 	@test -x $(BIN)/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -67,6 +68,14 @@ key-revoke: venv
 bench: venv
 	$(BIN)/python benchmarks/sync_overhead.py
 	$(BIN)/python benchmarks/cold_start.py
+
+# checkov has heavy dependencies of its own: a separate venv, and not part of `make test`.
+CHECKOV_VENV ?= .venv-checkov
+CHECKOV_PYTHON ?= python3
+checkov:
+	@test -x $(CHECKOV_VENV)/bin/checkov || { $(CHECKOV_PYTHON) -m venv $(CHECKOV_VENV) && \
+		$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov; }
+	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable > requirements-dev.txt
