@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from sluice.jobs.async_notifications import AsyncInferenceNotification, apply_notification
 from sluice.jobs.notify import announce_completion
-from sluice.jobs.notify_sources import sns_in, webhook_secret
+from sluice.jobs.notify_sources import callback_topics, sns_in, webhook_secret
 from sluice.jobs.store import JobStore
 from sluice.settings import get_settings
 from sluice.telemetry import logger, tracer
@@ -55,5 +55,13 @@ def lambda_handler(event: SNSEvent, _context: Any) -> dict[str, int]:
             continue
         logger.info("async inference notification applied", extra=extra)
         if job is not None:
-            announce_completion(job, store, settings, sns=sns, sns_client=sns_in, webhook_secret=webhook_secret)
+            announce_completion(
+                job,
+                store,
+                settings,
+                sns=sns,
+                sns_client=sns_in,
+                webhook_secret=webhook_secret,
+                callback_topics=callback_topics,
+            )
     return counts
