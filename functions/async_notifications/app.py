@@ -30,7 +30,7 @@ sns = boto3.client("sns")
 @tracer.capture_lambda_handler
 @event_source(data_class=SNSEvent)
 def lambda_handler(event: SNSEvent, _context: Any) -> dict[str, int]:
-    counts = {"succeeded": 0, "failed": 0, "unchanged": 0, "unknown_job": 0, "malformed": 0}
+    counts = {"succeeded": 0, "failed": 0, "unchanged": 0, "unknown_job": 0, "mismatch": 0, "malformed": 0}
     for record in event.records:
         message_id = record.sns.message_id
         try:
@@ -52,6 +52,15 @@ def lambda_handler(event: SNSEvent, _context: Any) -> dict[str, int]:
         extra = {"job_id": note.inference_id, "message_id": message_id, "outcome": outcome}
         if outcome == "unknown_job":
             logger.warning("notification for an unknown job skipped", extra=extra)
+            continue
+        if outcome == "mismatch":
+            # Not the job's endpoint or input: a forged or misrouted message must not finish it.
+            extra |= {
+                "endpoint_name": note.request_parameters.endpoint_name,
+                "input_location": note.request_parameters.input_location,
+                "topic": record.sns.topic_arn,
+            }
+            logger.warning("notification not matching its job's endpoint and input ignored", extra=extra)
             continue
         logger.info("async inference notification applied", extra=extra)
         if job is not None:
