@@ -16,12 +16,15 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from sluice.jobs.models import AsyncExecutionInput, Callback, Job, JobKind, JobStatus
-from sluice.jobs.notify import DELIVERY_HEADER, SIGNATURE_HEADER, sign, verify
+from sluice.jobs.notify import DELIVERY_HEADER
+from sluice.jobs.webhook_signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook, verify_webhook
+from sluice.settings import get_settings
 from sluice.storage.keys import async_input_key, async_output_key, s3_uri
 from tests.conftest import load_event
 from tests.workflow_support import (
@@ -48,6 +51,10 @@ CATALOG = {
         }
     },
 }
+
+
+SAMPLE_ENDPOINT = "sluice-llm-async"
+SAMPLE_INPUT = "s3://sluice-data-123456789012-us-east-1/async/team-risk/{job_id}/input"
 
 
 # ---------------------------------------------------------------------- a webhook receiver on loopback HTTPS
@@ -142,9 +149,11 @@ def create_job(stack, *, status: JobStatus = JobStatus.RUNNING, callback: Callba
             kind=JobKind.ASYNC,
             model="llm-async",
             status=status,
-            input_location=s3_uri(stack.bucket, async_input_key(CALLER, job_id)),
+            # Where the sample notifications say SageMaker read the input, on the endpoint they name.
+            input_location=SAMPLE_INPUT.format(job_id=job_id),
             execution_id=job_id,
             callback=callback,
+            details={"runner": "sagemaker-async", "endpoint_name": SAMPLE_ENDPOINT},
         )
     )
     return job_id
@@ -198,7 +207,7 @@ def test_duplicate_notification_changes_nothing_and_is_not_announced_again(stack
     first = stack.store().get(job_id)
     counts = notify(stack, notification("success", job_id))
 
-    assert counts == {"succeeded": 0, "failed": 0, "unchanged": 1, "unknown_job": 0, "malformed": 0}
+    assert counts == {"succeeded": 0, "failed": 0, "unchanged": 1, "unknown_job": 0, "mismatch": 0, "malformed": 0}
     assert stack.store().get(job_id) == first
     assert len(stack.job_events(job_id, wait=1)) == 1
 
@@ -232,7 +241,7 @@ def test_malformed_messages_are_skipped_and_the_valid_ones_in_the_batch_applied(
 
     counts = notify(stack, event)
 
-    assert counts == {"succeeded": 1, "failed": 0, "unchanged": 0, "unknown_job": 0, "malformed": 3}
+    assert counts == {"succeeded": 1, "failed": 0, "unchanged": 0, "unknown_job": 0, "mismatch": 0, "malformed": 3}
     assert stack.store().get(job_id).status == JobStatus.SUCCEEDED
 
 
@@ -303,10 +312,10 @@ def test_sns_callback_to_a_topic_the_platform_does_not_allow_is_refused_and_note
     assert job.status == JobStatus.SUCCEEDED
     note = job.details["notification"]
     assert note["delivered"] is False
-    assert "CallbackTopicArnPatterns" in note["reason"]
+    assert "not among the callback topics allowed for this caller" in note["reason"]
 
 
-def test_webhook_callback_is_signed_with_hmac_sha256_over_the_body(stack, receiver):
+def test_webhook_callback_is_signed_with_the_callers_secret_over_timestamp_and_body(stack, receiver):
     job_id, execution = run_async_job(stack, Callback(webhook_url=f"{receiver.url}/hooks/ok"))
 
     assert execution["status"] == "SUCCEEDED"
@@ -314,10 +323,16 @@ def test_webhook_callback_is_signed_with_hmac_sha256_over_the_body(stack, receiv
     headers = {name.lower(): value for name, value in request["headers"].items()}
     assert headers["content-type"] == "application/json"
     assert headers[DELIVERY_HEADER.lower()] == f"{job_id}:SUCCEEDED"
-    signature = headers[SIGNATURE_HEADER.lower()]
-    assert signature == sign(WEBHOOK_SECRET, request["body"])
-    assert verify(WEBHOOK_SECRET, request["body"], signature)
-    assert not verify("another-secret", request["body"], signature)
+    signature, timestamp = headers[SIGNATURE_HEADER.lower()], headers[TIMESTAMP_HEADER.lower()]
+    assert abs(int(timestamp) - time.time()) < 60
+    assert signature == sign_webhook(WEBHOOK_SECRET, request["body"], int(timestamp))
+    window = get_settings().webhook_replay_window_seconds
+    assert verify_webhook(
+        WEBHOOK_SECRET, request["body"], timestamp, signature, now=time.time(), tolerance_seconds=window
+    )
+    assert not verify_webhook(
+        "another-secret", request["body"], timestamp, signature, now=time.time(), tolerance_seconds=window
+    )
     body = json.loads(request["body"])
     assert body["job"]["status"] == "SUCCEEDED"
     assert body["job"]["output_location"].endswith(f"/{job_id}/output")

@@ -49,17 +49,17 @@ Outcome = Literal["succeeded", "failed", "unchanged", "unknown_job", "mismatch"]
 
 def apply_notification(store: JobStore, note: AsyncInferenceNotification) -> tuple[Outcome, Job | None]:
     """Move the job; returns what happened and the job when this notification finished it."""
+    response = note.response_parameters
+    if note.invocation_status == "Completed" and not response.output_location:
+        raise ValueError("a Completed notification without responseParameters.outputLocation")
     current = store.get(note.inference_id)
     if current is None:
         return "unknown_job", None
     if not matches_job(current, note):
         return "mismatch", None
-    response = note.response_parameters
     details = {"endpoint_name": note.request_parameters.endpoint_name, "notified_at": note.event_time}
     details = {key: value for key, value in details.items() if value}
     if note.invocation_status == "Completed":
-        if not response.output_location:
-            raise ValueError("a Completed notification without responseParameters.outputLocation")
         if response.content_type:
             details["content_type"] = response.content_type
         job = store.transition(
