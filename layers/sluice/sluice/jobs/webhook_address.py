@@ -60,6 +60,12 @@ def why_not_public(ip: IPAddress) -> str | None:
     """None for a public unicast address; otherwise what it is (for the logs, never for the caller)."""
     if ip in _METADATA:
         return "a cloud metadata service"
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv4-mapped and DNS64/NAT64 (/96) addresses reach exactly their IPv4 address: judged as it.
+        translated = ip.ipv4_mapped or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF) if ip in _NAT64[0] else None)
+        if translated is not None:
+            inner = why_not_public(translated)
+            return f"an IPv6 form of {translated} ({inner})" if inner else None
     checks = (
         ("unspecified", ip.is_unspecified),
         ("loopback", ip.is_loopback),
