@@ -14,6 +14,7 @@ import copy
 import datetime
 import ipaddress
 import json
+import socket
 import ssl
 import threading
 import time
@@ -245,6 +246,54 @@ def test_malformed_messages_are_skipped_and_the_valid_ones_in_the_batch_applied(
     assert stack.store().get(job_id).status == JobStatus.SUCCEEDED
 
 
+def forged(job_id: str, **request_parameters: str) -> dict:
+    event = notification("success", job_id)
+    record = event["Records"][0]["Sns"]
+    message = json.loads(record["Message"])
+    message["requestParameters"].update(request_parameters)
+    record["Message"] = json.dumps(message)
+    return event
+
+
+@pytest.mark.parametrize(
+    "request_parameters",
+    [
+        {"endpointName": "sluice-attacker-async"},
+        {"inputLocation": "s3://sluice-data-123456789012-us-east-1/async/team-fraud/job-x/input"},
+    ],
+    ids=["another-endpoint", "another-input"],
+)
+def test_a_forged_notification_naming_another_endpoint_or_input_does_not_finish_the_job(stack, request_parameters):
+    job_id = create_job(stack)
+    counts = notify(stack, forged(job_id, **request_parameters))
+
+    assert counts["mismatch"] == 1
+    assert counts["succeeded"] == 0
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.RUNNING
+    assert job.output_location is None
+    assert stack.job_events(job_id, wait=1) == []
+
+
+def test_a_sagemaker_notification_cannot_finish_a_job_the_state_machine_runs(stack):
+    job_id = new_job_id()
+    stack.store().create(
+        Job(
+            job_id=job_id,
+            caller=CALLER,
+            kind=JobKind.ASYNC,
+            model="scorer",
+            status=JobStatus.RUNNING,
+            input_location=SAMPLE_INPUT.format(job_id=job_id),
+            details={"runner": "state-machine"},
+        )
+    )
+    counts = notify(stack, notification("success", job_id))
+
+    assert counts["mismatch"] == 1
+    assert stack.store().get(job_id).status == JobStatus.RUNNING
+
+
 def test_a_notification_published_to_the_success_topic_reaches_the_function_through_its_subscription(stack):
     job_id = create_job(stack)
     message = notification("success", job_id)["Records"][0]["Sns"]["Message"]
@@ -313,6 +362,37 @@ def test_sns_callback_to_a_topic_the_platform_does_not_allow_is_refused_and_note
     note = job.details["notification"]
     assert note["delivered"] is False
     assert "not among the callback topics allowed for this caller" in note["reason"]
+
+
+def test_tenant_cannot_make_sluice_publish_into_another_tenants_allowed_topic(stack):
+    # other-results is allowed for OTHER_CALLER and inside the stack's ceiling, but not CALLER's.
+    topic = stack.client("sns").create_topic(Name="other-results")["TopicArn"]
+    queue = subscribe_queue(stack.url, topic, "other-results-inbox")
+    job_id, execution = run_async_job(stack, Callback(sns_topic_arn=topic))
+
+    assert execution["status"] == "SUCCEEDED"
+    assert drain(stack.client("sqs"), queue) == []
+    note = stack.store().get(job_id).details["notification"]
+    assert note["delivered"] is False
+    assert "not among the callback topics allowed for this caller" in note["reason"]
+
+
+def test_an_unreachable_webhook_is_retried_then_recorded_with_a_generic_reason(stack):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    job_id, execution = run_async_job(stack, Callback(webhook_url=f"https://127.0.0.1:{port}/hooks"))
+
+    assert execution["status"] == "SUCCEEDED"
+    assert states_entered(stack, execution["executionArn"])[-3:] == [
+        "Notify caller",
+        "Record notification failure",
+        "Job announced",
+    ]
+    note = stack.store().get(job_id).details["notification"]
+    assert note["delivered"] is False
+    assert note["reason"] == "Not delivered: the webhook could not be reached."
 
 
 def test_webhook_callback_is_signed_with_the_callers_secret_over_timestamp_and_body(stack, receiver):
