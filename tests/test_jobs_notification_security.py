@@ -421,3 +421,9 @@ def test_the_notifier_may_read_only_its_stacks_webhook_secrets_and_callback_topi
     environment = resources["JobNotifierFunction"]["Properties"]["Environment"]["Variables"]
     assert environment["SLUICE_WEBHOOK_SECRETS_PATH"] == {"Fn::Sub": "/sluice/${AWS::StackName}/webhook-secrets"}
     assert environment["SLUICE_WEBHOOK_REPLAY_WINDOW_SECONDS"] == {"Ref": "WebhookReplayWindowSeconds"}
+
+
+def test_a_webhook_url_with_an_impossible_port_is_refused_not_retried():
+    delivery = deliver(job_of("team-risk", Callback(webhook_url="https://hooks.example.com:99999/x")), settings())
+    assert delivery.delivered is False
+    assert "no valid host and port" in delivery.reason

@@ -178,10 +178,15 @@ def _call_webhook(
     host = parts.hostname or ""
     try:
         port = parts.port or 443
+    except ValueError:
+        port = 0
+    if not host or not 0 < port < 65536:
+        return refused("Not called: the webhook URL has no valid host and port.")
+    try:
         targets, refused_addresses = resolve_targets(
             host, port, allow_private=settings.webhook_allow_private_hosts, resolver=resolver
         )
-    except (WebhookHostUnresolvable, ValueError) as exc:
+    except WebhookHostUnresolvable as exc:
         logger.warning("webhook host unresolvable", extra={"job_id": job.job_id, "host": host, "problem": str(exc)})
         raise CallbackFailed(UNREACHABLE) from exc
     if refused_addresses:
