@@ -275,6 +275,24 @@ def test_a_forged_notification_naming_another_endpoint_or_input_does_not_finish_
     assert stack.job_events(job_id, wait=1) == []
 
 
+def test_a_forged_success_naming_another_output_than_sagemaker_announced_does_not_finish_the_job(stack):
+    job_id = create_job(stack)
+    announced = f"s3://sluice-data-123456789012-us-east-1/async/team-risk/{job_id}/output"
+    stack.store().update_details(job_id, output_location=announced)
+    event = notification("success", job_id)
+    record = event["Records"][0]["Sns"]
+    message = json.loads(record["Message"])
+    message["responseParameters"]["outputLocation"] = "s3://attacker-bucket/planted/output"
+    record["Message"] = json.dumps(message)
+
+    counts = notify(stack, event)
+
+    assert counts["mismatch"] == 1
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.RUNNING
+    assert job.output_location == announced
+
+
 def test_a_sagemaker_notification_cannot_finish_a_job_the_state_machine_runs(stack):
     job_id = new_job_id()
     stack.store().create(

@@ -80,8 +80,12 @@ def apply_notification(store: JobStore, note: AsyncInferenceNotification) -> tup
 
 
 def matches_job(job: Job, note: AsyncInferenceNotification) -> bool:
-    """The endpoint the job was invoked on and the input it was given; a job without a recorded
-    endpoint (one the state machine runs) is never finished by a SageMaker notification."""
+    """The endpoint the job was invoked on and the input it was given (and, once InvokeEndpointAsync
+    answered, the output location it named); a job without a recorded endpoint (one the state
+    machine runs) is never finished by a SageMaker notification."""
     expected = job.details.get("endpoint_name")
     given = note.request_parameters
-    return bool(expected) and given.endpoint_name == expected and given.input_location == job.input_location
+    if not expected or given.endpoint_name != expected or given.input_location != job.input_location:
+        return False
+    output = note.response_parameters.output_location
+    return not (note.invocation_status == "Completed" and job.output_location and output != job.output_location)
