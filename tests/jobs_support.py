@@ -33,7 +33,11 @@ JOBS_ENV = {
     "SLUICE_ASYNC_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ASYNC_MACHINE}",
     "SLUICE_BATCH_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{BATCH_MACHINE}",
     "SLUICE_BATCH_DROP_CALLER": "platform",
+    "SLUICE_CALLBACK_TOPICS_PARAMETER": "/sluice/test/callback-topics",
+    "SLUICE_CALLBACK_TOPIC_ARN_PATTERNS": f"arn:aws:sns:{REGION}:{ACCOUNT}:*",
 }
+# Each test caller's own callback topics (tools/keys.py callback-topics writes this document).
+CALLBACK_TOPICS = {"version": 1, "callers": {"acme": [f"arn:aws:sns:{REGION}:{ACCOUNT}:acme-*"]}}
 PASS_DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}})
 # Catalog entries the jobs tests add to the shared fixture catalog.
 JOBS_MODELS = {
@@ -107,6 +111,15 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
     document["models"].update(copy.deepcopy(JOBS_MODELS))
     document["models"]["iris"]["backend"]["model_name"] = IRIS_MODEL_NAME
     store_catalog(document)
+    shared_client("ssm").put_parameter(
+        Name=JOBS_ENV["SLUICE_CALLBACK_TOPICS_PARAMETER"],
+        Value=json.dumps(CALLBACK_TOPICS),
+        Type="String",
+        Overwrite=True,
+    )
+    from sluice.jobs import callback_topics
+
+    callback_topics.reset()
 
     dynamodb = shared_client("dynamodb")
     dynamodb.create_table(

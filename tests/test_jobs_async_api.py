@@ -141,6 +141,8 @@ def test_native_async_endpoint_gets_invoke_endpoint_async_with_the_job_id(jobs, 
     assert stored.output_location == f"s3://{DATA_BUCKET}/async/_sagemaker/output/abc.out"
     assert stored.details["failure_location"] == f"s3://{DATA_BUCKET}/async/_sagemaker/failure/abc.out"
     assert stored.details["runner"] == "sagemaker-async"
+    # What SageMaker's notification must name for it to finish this job.
+    assert stored.details["endpoint_name"] == "sluice-churn-async"
     assert jobs.executions(jobs.async_arn) == []  # SageMaker runs it, not the state machine
 
 
@@ -162,6 +164,18 @@ def test_callback_from_headers_is_recorded_and_sent_to_the_state_machine(jobs, l
     assert job["callback"] == {"sns_topic_arn": topic, "webhook_url": None}
     (execution,) = jobs.executions(jobs.async_arn)
     assert jobs.execution_input(execution["executionArn"])["callback"] == {"sns_topic_arn": topic, "webhook_url": None}
+
+
+def test_a_callback_to_another_tenants_topic_is_a_422_naming_the_header(jobs, lambda_context):
+    # globex-jobs is in the stack's ceiling, but acme's own topics are acme-* only.
+    evt, response = submit(lambda_context, X_Sluice_Callback_Sns="arn:aws:sns:us-east-1:123456789012:globex-jobs")
+
+    error = assert_error(response, evt, 422, "validation_failed")
+
+    assert error["param"] == "X-Sluice-Callback-Sns"
+    assert "not among the callback topics allowed for this caller" in error["message"]
+    assert jobs.all_jobs() == []
+    assert jobs.keys() == []
 
 
 def test_callback_may_come_in_the_query_string(jobs, lambda_context):

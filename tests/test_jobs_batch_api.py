@@ -160,6 +160,16 @@ def test_a_bad_batch_request_is_refused_naming_the_field(jobs, lambda_context, c
     assert jobs.executions(jobs.batch_arn) == []
 
 
+def test_a_batch_callback_to_another_tenants_topic_is_a_422_naming_the_field(jobs, lambda_context):
+    evt = batch_request(callback={"sns_topic_arn": "arn:aws:sns:us-east-1:123456789012:globex-jobs"})
+
+    error = assert_error(call(evt, lambda_context), evt, 422, "validation_failed")
+
+    assert error["param"] == "body.callback.sns_topic_arn"
+    assert "not among the callback topics allowed for this caller" in error["message"]
+    assert jobs.all_jobs() == []
+
+
 def test_an_empty_folder_marker_is_not_input(jobs, lambda_context):
     jobs.put("uploads/acme/only-a-folder/", b"")
     evt = batch_request(input_prefix=f"s3://{DATA_BUCKET}/uploads/acme/only-a-folder/")

@@ -14,14 +14,18 @@ import copy
 import datetime
 import ipaddress
 import json
+import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from sluice.jobs.models import AsyncExecutionInput, Callback, Job, JobKind, JobStatus
-from sluice.jobs.notify import DELIVERY_HEADER, SIGNATURE_HEADER, sign, verify
+from sluice.jobs.notify import DELIVERY_HEADER
+from sluice.jobs.webhook_signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook, verify_webhook
+from sluice.settings import get_settings
 from sluice.storage.keys import async_input_key, async_output_key, s3_uri
 from tests.conftest import load_event
 from tests.workflow_support import (
@@ -48,6 +52,10 @@ CATALOG = {
         }
     },
 }
+
+
+SAMPLE_ENDPOINT = "sluice-llm-async"
+SAMPLE_INPUT = "s3://sluice-data-123456789012-us-east-1/async/team-risk/{job_id}/input"
 
 
 # ---------------------------------------------------------------------- a webhook receiver on loopback HTTPS
@@ -142,9 +150,11 @@ def create_job(stack, *, status: JobStatus = JobStatus.RUNNING, callback: Callba
             kind=JobKind.ASYNC,
             model="llm-async",
             status=status,
-            input_location=s3_uri(stack.bucket, async_input_key(CALLER, job_id)),
+            # Where the sample notifications say SageMaker read the input, on the endpoint they name.
+            input_location=SAMPLE_INPUT.format(job_id=job_id),
             execution_id=job_id,
             callback=callback,
+            details={"runner": "sagemaker-async", "endpoint_name": SAMPLE_ENDPOINT},
         )
     )
     return job_id
@@ -198,7 +208,7 @@ def test_duplicate_notification_changes_nothing_and_is_not_announced_again(stack
     first = stack.store().get(job_id)
     counts = notify(stack, notification("success", job_id))
 
-    assert counts == {"succeeded": 0, "failed": 0, "unchanged": 1, "unknown_job": 0, "malformed": 0}
+    assert counts == {"succeeded": 0, "failed": 0, "unchanged": 1, "unknown_job": 0, "mismatch": 0, "malformed": 0}
     assert stack.store().get(job_id) == first
     assert len(stack.job_events(job_id, wait=1)) == 1
 
@@ -232,8 +242,74 @@ def test_malformed_messages_are_skipped_and_the_valid_ones_in_the_batch_applied(
 
     counts = notify(stack, event)
 
-    assert counts == {"succeeded": 1, "failed": 0, "unchanged": 0, "unknown_job": 0, "malformed": 3}
+    assert counts == {"succeeded": 1, "failed": 0, "unchanged": 0, "unknown_job": 0, "mismatch": 0, "malformed": 3}
     assert stack.store().get(job_id).status == JobStatus.SUCCEEDED
+
+
+def forged(job_id: str, **request_parameters: str) -> dict:
+    event = notification("success", job_id)
+    record = event["Records"][0]["Sns"]
+    message = json.loads(record["Message"])
+    message["requestParameters"].update(request_parameters)
+    record["Message"] = json.dumps(message)
+    return event
+
+
+@pytest.mark.parametrize(
+    "request_parameters",
+    [
+        {"endpointName": "sluice-attacker-async"},
+        {"inputLocation": "s3://sluice-data-123456789012-us-east-1/async/team-fraud/job-x/input"},
+    ],
+    ids=["another-endpoint", "another-input"],
+)
+def test_a_forged_notification_naming_another_endpoint_or_input_does_not_finish_the_job(stack, request_parameters):
+    job_id = create_job(stack)
+    counts = notify(stack, forged(job_id, **request_parameters))
+
+    assert counts["mismatch"] == 1
+    assert counts["succeeded"] == 0
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.RUNNING
+    assert job.output_location is None
+    assert stack.job_events(job_id, wait=1) == []
+
+
+def test_a_forged_success_naming_another_output_than_sagemaker_announced_does_not_finish_the_job(stack):
+    job_id = create_job(stack)
+    announced = f"s3://sluice-data-123456789012-us-east-1/async/team-risk/{job_id}/output"
+    stack.store().update_details(job_id, output_location=announced)
+    event = notification("success", job_id)
+    record = event["Records"][0]["Sns"]
+    message = json.loads(record["Message"])
+    message["responseParameters"]["outputLocation"] = "s3://attacker-bucket/planted/output"
+    record["Message"] = json.dumps(message)
+
+    counts = notify(stack, event)
+
+    assert counts["mismatch"] == 1
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.RUNNING
+    assert job.output_location == announced
+
+
+def test_a_sagemaker_notification_cannot_finish_a_job_the_state_machine_runs(stack):
+    job_id = new_job_id()
+    stack.store().create(
+        Job(
+            job_id=job_id,
+            caller=CALLER,
+            kind=JobKind.ASYNC,
+            model="scorer",
+            status=JobStatus.RUNNING,
+            input_location=SAMPLE_INPUT.format(job_id=job_id),
+            details={"runner": "state-machine"},
+        )
+    )
+    counts = notify(stack, notification("success", job_id))
+
+    assert counts["mismatch"] == 1
+    assert stack.store().get(job_id).status == JobStatus.RUNNING
 
 
 def test_a_notification_published_to_the_success_topic_reaches_the_function_through_its_subscription(stack):
@@ -303,10 +379,41 @@ def test_sns_callback_to_a_topic_the_platform_does_not_allow_is_refused_and_note
     assert job.status == JobStatus.SUCCEEDED
     note = job.details["notification"]
     assert note["delivered"] is False
-    assert "CallbackTopicArnPatterns" in note["reason"]
+    assert "not among the callback topics allowed for this caller" in note["reason"]
 
 
-def test_webhook_callback_is_signed_with_hmac_sha256_over_the_body(stack, receiver):
+def test_tenant_cannot_make_sluice_publish_into_another_tenants_allowed_topic(stack):
+    # other-results is allowed for OTHER_CALLER and inside the stack's ceiling, but not CALLER's.
+    topic = stack.client("sns").create_topic(Name="other-results")["TopicArn"]
+    queue = subscribe_queue(stack.url, topic, "other-results-inbox")
+    job_id, execution = run_async_job(stack, Callback(sns_topic_arn=topic))
+
+    assert execution["status"] == "SUCCEEDED"
+    assert drain(stack.client("sqs"), queue) == []
+    note = stack.store().get(job_id).details["notification"]
+    assert note["delivered"] is False
+    assert "not among the callback topics allowed for this caller" in note["reason"]
+
+
+def test_an_unreachable_webhook_is_retried_then_recorded_with_a_generic_reason(stack):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    job_id, execution = run_async_job(stack, Callback(webhook_url=f"https://127.0.0.1:{port}/hooks"))
+
+    assert execution["status"] == "SUCCEEDED"
+    assert states_entered(stack, execution["executionArn"])[-3:] == [
+        "Notify caller",
+        "Record notification failure",
+        "Job announced",
+    ]
+    note = stack.store().get(job_id).details["notification"]
+    assert note["delivered"] is False
+    assert note["reason"] == "Not delivered: the webhook could not be reached."
+
+
+def test_webhook_callback_is_signed_with_the_callers_secret_over_timestamp_and_body(stack, receiver):
     job_id, execution = run_async_job(stack, Callback(webhook_url=f"{receiver.url}/hooks/ok"))
 
     assert execution["status"] == "SUCCEEDED"
@@ -314,10 +421,16 @@ def test_webhook_callback_is_signed_with_hmac_sha256_over_the_body(stack, receiv
     headers = {name.lower(): value for name, value in request["headers"].items()}
     assert headers["content-type"] == "application/json"
     assert headers[DELIVERY_HEADER.lower()] == f"{job_id}:SUCCEEDED"
-    signature = headers[SIGNATURE_HEADER.lower()]
-    assert signature == sign(WEBHOOK_SECRET, request["body"])
-    assert verify(WEBHOOK_SECRET, request["body"], signature)
-    assert not verify("another-secret", request["body"], signature)
+    signature, timestamp = headers[SIGNATURE_HEADER.lower()], headers[TIMESTAMP_HEADER.lower()]
+    assert abs(int(timestamp) - time.time()) < 60
+    assert signature == sign_webhook(WEBHOOK_SECRET, request["body"], int(timestamp))
+    window = get_settings().webhook_replay_window_seconds
+    assert verify_webhook(
+        WEBHOOK_SECRET, request["body"], timestamp, signature, now=time.time(), tolerance_seconds=window
+    )
+    assert not verify_webhook(
+        "another-secret", request["body"], timestamp, signature, now=time.time(), tolerance_seconds=window
+    )
     body = json.loads(request["body"])
     assert body["job"]["status"] == "SUCCEEDED"
     assert body["job"]["output_location"].endswith(f"/{job_id}/output")

@@ -1,5 +1,5 @@
 """The job workflows' decisions and contracts, without a stack: failure classification, instance
-approval, transform job names, failure reasons, webhook signing, and the ASL files against template.yaml
+approval, transform job names, failure reasons, the completion event, and the ASL files against template.yaml
 (every Task bounded and caught, every substitution declared, retried error names as raised)."""
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from sluice.jobs.batch_policy import (
     transform_plan,
 )
 from sluice.jobs.models import AsyncExecutionInput, BatchExecutionInput, Callback, Job, JobKind, JobStatus
-from sluice.jobs.notify import completion_event, deliver_callback, event_body, sign, verify
+from sluice.jobs.notify import completion_event
 from sluice.jobs.status import MAX_REASON_CHARS, StatusUpdate, failure_reason, record_status
-from sluice.settings import Settings
 from tests.conftest import EVENTS, ROOT, load_event, load_handler
 
 STATEMACHINES = ROOT / "statemachines"
@@ -177,39 +176,6 @@ def test_the_completion_event_is_the_jobs_public_view():
     assert event["type"] == "sluice.job.finished"
     assert event["job"]["status"] == "SUCCEEDED"
     assert {"callback", "expires_at", "execution_id"}.isdisjoint(event["job"])
-
-
-def test_signatures_are_hmac_sha256_over_the_exact_body():
-    body = event_body(finished_job(None))
-    signature = sign("secret", body)
-    assert signature.startswith("sha256=")
-    assert len(signature) == len("sha256=") + 64
-    assert verify("secret", body, signature)
-    assert not verify("secret", body + b" ", signature)
-
-
-def test_webhooks_are_not_called_when_the_platform_has_no_secret():
-    settings = Settings(webhook_secret_parameter="")
-    delivery = deliver_callback(
-        finished_job(Callback(webhook_url="https://hooks.example.com/x")),
-        settings,
-        sns_client=None,
-        webhook_secret=lambda: pytest.fail("no secret may be read"),
-    )
-    assert delivery.delivered is False
-    assert "WebhookSecretParameterName is empty" in delivery.reason
-
-
-def test_webhooks_to_private_addresses_are_refused():
-    settings = Settings(webhook_secret_parameter="/s", webhook_allow_private_hosts=False)
-    delivery = deliver_callback(
-        finished_job(Callback(webhook_url="https://169.254.169.254/latest")),
-        settings,
-        sns_client=None,
-        webhook_secret=lambda: "secret",
-    )
-    assert delivery.delivered is False
-    assert "non-public address (169.254.169.254)" in delivery.reason
 
 
 def test_notifier_sample_events_name_a_job_and_a_channel(aws):

@@ -28,6 +28,7 @@ from typing import Any
 import boto3
 import pytest
 
+from sluice.jobs.webhook_secrets import secret_parameter_name
 from sluice_local.config import LOOPBACK
 from sluice_local.deploy import Deployment, connect_event_sources, deploy_template
 from sluice_local.emulator import start_moto
@@ -37,9 +38,12 @@ from tests.conftest import ROOT
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 CALLER = "team-risk"
-WEBHOOK_SECRET_PARAMETER = "/sluice/test/webhook-secret"
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
+# The stack's ceiling; CALLER may use its own caller-* topics, OTHER_CALLER its other-* topics.
+CALLBACK_TOPIC_CEILING = f"arn:aws:sns:{REGION}:{ACCOUNT}:*"
 CALLER_TOPIC_PATTERN = f"arn:aws:sns:{REGION}:{ACCOUNT}:caller-*"
+OTHER_CALLER = "team-fraud"
+OTHER_CALLER_TOPIC_PATTERN = f"arn:aws:sns:{REGION}:{ACCOUNT}:other-*"
 
 # Every wait and retry of the workflows at its minimum.
 TEST_PARAMETERS = {
@@ -55,8 +59,8 @@ TEST_PARAMETERS = {
     "CallbackRetryIntervalSeconds": "1",
     "CallbackRetryMaxAttempts": "1",
     "CatalogTtlSeconds": "5",
-    "WebhookSecretParameterName": WEBHOOK_SECRET_PARAMETER,
-    "CallbackTopicArnPatterns": CALLER_TOPIC_PATTERN,
+    "CallbackSettingsTtlSeconds": "5",
+    "CallbackTopicArnPatterns": CALLBACK_TOPIC_CEILING,
 }
 
 
@@ -251,6 +255,7 @@ def _reset_process_caches() -> None:
     from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 
     from sluice.inference import routing
+    from sluice.jobs import notify_sources
     from sluice.providers import clients
     from sluice.settings import get_settings
 
@@ -259,6 +264,7 @@ def _reset_process_caches() -> None:
     clients.get.cache_clear()
     parameters.clear_caches()
     DEFAULT_PROVIDERS.clear()
+    notify_sources.reset()
 
 
 @contextmanager
@@ -305,8 +311,16 @@ def jobs_stack(
             Name=deployment.outputs["CatalogParameterName"], Value=json.dumps(catalog), Type="String", Overwrite=True
         )
         # moto's backends are process-wide: names other stacks of this run may have created already.
+        # CALLER's own webhook secret, as `tools/keys.py webhook-secret` stores it.
         stack.client("ssm").put_parameter(
-            Name=WEBHOOK_SECRET_PARAMETER, Value=WEBHOOK_SECRET, Type="SecureString", Overwrite=True
+            Name=secret_parameter_name(f"/sluice/{stack_name}/webhook-secrets", CALLER),
+            Value=WEBHOOK_SECRET,
+            Type="SecureString",
+            Overwrite=True,
+        )
+        topics = {"version": 1, "callers": {CALLER: [CALLER_TOPIC_PATTERN], OTHER_CALLER: [OTHER_CALLER_TOPIC_PATTERN]}}
+        stack.client("ssm").put_parameter(
+            Name=f"/sluice/{stack_name}/callback-topics", Value=json.dumps(topics), Type="String", Overwrite=True
         )
         stack.job_events_queue = subscribe_queue(
             server.url, deployment.outputs["JobEventsTopicArn"], f"{stack_name}-job-events"

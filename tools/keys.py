@@ -4,15 +4,24 @@
     python tools/keys.py --stack STACK [--region R] create --tenant T [--name N] [--usage-plan-id ID]
     python tools/keys.py --stack STACK list [--tenant T]
     python tools/keys.py --stack STACK revoke --key-id ID
+    python tools/keys.py --stack STACK webhook-secret --tenant T [--rotate] [--kms-key-id K]
+    python tools/keys.py --stack STACK callback-topics --tenant T [--allow PATTERN ...] [--clear]
 
 The keys table and the default usage plan come from the stack outputs ApiKeysTableName and
 DefaultUsagePlanId; --table and --usage-plan-id override them, so no stack is needed when both are given.
 The logic lives in sluice.auth.keys: this tool parses arguments, resolves names and prints.
+
+`webhook-secret` creates (or with --rotate replaces) a caller's webhook signing secret, an SSM
+SecureString under /sluice/STACK/webhook-secrets/, and prints it once. `callback-topics` shows or sets
+the SNS topics (ARN patterns) a caller's job callbacks may publish to, in /sluice/STACK/callback-topics.
+--tenant takes any caller identity: a tenant id, or an IAM principal ARN for SigV4 callers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +33,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sluice.auth import keys
+from sluice.jobs import callback_topics, webhook_secrets
 
 TABLE_OUTPUT = "ApiKeysTableName"
 USAGE_PLAN_OUTPUT = "DefaultUsagePlanId"
@@ -40,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--region", help="AWS region (default: the usual AWS configuration)")
     parser.add_argument("--table", help=f"API keys table name (overrides the stack output {TABLE_OUTPUT})")
     parser.add_argument("--endpoint-url", help="endpoint for every AWS client (local mode)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{create,list,revoke}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{create,list,revoke,webhook-secret,callback-topics}"
+    )
 
     create = commands.add_parser("create", help="create a key; the plain key is printed once")
     create.add_argument("--tenant", required=True)
@@ -54,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     revoke = commands.add_parser("revoke", help="revoke a key and disable its API Gateway key")
     revoke.add_argument("--key-id", required=True)
+
+    secret = commands.add_parser("webhook-secret", help="create or rotate a caller's webhook signing secret")
+    secret.add_argument("--tenant", "--caller", dest="tenant", required=True, help="tenant id or principal ARN")
+    secret.add_argument("--rotate", action="store_true", help="replace an existing secret (receivers must switch)")
+    secret.add_argument("--kms-key-id", help="KMS key of the SecureString (default: the account's aws/ssm key)")
+    secret.add_argument("--path", help="SSM path of the secrets (default: /sluice/STACK/webhook-secrets)")
+
+    topics = commands.add_parser("callback-topics", help="show or set the SNS topics a caller's callbacks may use")
+    topics.add_argument("--tenant", "--caller", dest="tenant", required=True, help="tenant id or principal ARN")
+    topics.add_argument("--allow", action="append", default=[], metavar="PATTERN", help="topic ARN pattern to add")
+    topics.add_argument("--clear", action="store_true", help="remove every topic of this caller first")
+    topics.add_argument("--parameter", help="SSM parameter (default: /sluice/STACK/callback-topics)")
     return parser
 
 
@@ -151,7 +175,65 @@ def revoke(args: argparse.Namespace, clients: Clients) -> None:
     print(f"revoked {record.key_id} (tenant {record.tenant}) at {record.revoked_at}")
 
 
-COMMANDS = {"create": create, "list": list_, "revoke": revoke}
+def stack_path(args: argparse.Namespace, override: str | None, leaf: str) -> str:
+    if override:
+        return override
+    if not args.stack:
+        raise ToolError(f"give --stack, or the SSM name directly (/sluice/STACK/{leaf})")
+    return f"/sluice/{args.stack}/{leaf}"
+
+
+def webhook_secret(args: argparse.Namespace, clients: Clients) -> None:
+    path = stack_path(args, args.path, "webhook-secrets")
+    name, secret = webhook_secrets.put_secret(
+        clients("ssm"), path, args.tenant, rotate=args.rotate, kms_key_id=args.kms_key_id
+    )
+    print(f"Webhook signing secret {'rotated' if args.rotate else 'created'} for {args.tenant}.")
+    print("Give it to the receiver now: it is shown only this once.")
+    print()
+    print(f"    {secret}")
+    print()
+    print(f"parameter:   {name}")
+    if args.rotate:
+        print("The notifier signs with it within SLUICE_WEBHOOK_SECRET_TTL_SECONDS; accept both secrets until then.")
+
+
+_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9*?-]+:[0-9*?]{1,12}:[A-Za-z0-9_*?-]{1,256}$")
+
+
+def callback_topics_(args: argparse.Namespace, clients: Clients) -> None:
+    name = stack_path(args, args.parameter, "callback-topics")
+    ssm = clients("ssm")
+    try:
+        document = callback_topics.parse(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ParameterNotFound":
+            raise
+        document = callback_topics.CallbackTopics()
+    for pattern in args.allow:
+        if not _ARN_PATTERN.match(pattern):
+            raise ToolError(f"--allow {pattern!r} is not an SNS topic ARN pattern (arn:aws:sns:REGION:ACCOUNT:NAME*)")
+    if args.allow or args.clear:
+        patterns = [] if args.clear else list(document.callers.get(args.tenant, []))
+        patterns += [pattern for pattern in args.allow if pattern not in patterns]
+        if patterns:
+            document.callers[args.tenant] = patterns
+        else:
+            document.callers.pop(args.tenant, None)
+        text = json.dumps(document.model_dump(), indent=1, sort_keys=True)
+        ssm.put_parameter(Name=name, Value=text, Type="String", Overwrite=True)
+    allowed = document.callers.get(args.tenant, [])
+    print(f"callback topics of {args.tenant} ({name}):")
+    print("\n".join(f"    {pattern}" for pattern in allowed) if allowed else "    none: SNS callbacks are refused")
+
+
+COMMANDS = {
+    "create": create,
+    "list": list_,
+    "revoke": revoke,
+    "webhook-secret": webhook_secret,
+    "callback-topics": callback_topics_,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

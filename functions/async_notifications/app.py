@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from sluice.jobs.async_notifications import AsyncInferenceNotification, apply_notification
 from sluice.jobs.notify import announce_completion
-from sluice.jobs.notify_sources import sns_in, webhook_secret
+from sluice.jobs.notify_sources import callback_topics, sns_in, webhook_secret
 from sluice.jobs.store import JobStore
 from sluice.settings import get_settings
 from sluice.telemetry import logger, tracer
@@ -30,7 +30,7 @@ sns = boto3.client("sns")
 @tracer.capture_lambda_handler
 @event_source(data_class=SNSEvent)
 def lambda_handler(event: SNSEvent, _context: Any) -> dict[str, int]:
-    counts = {"succeeded": 0, "failed": 0, "unchanged": 0, "unknown_job": 0, "malformed": 0}
+    counts = {"succeeded": 0, "failed": 0, "unchanged": 0, "unknown_job": 0, "mismatch": 0, "malformed": 0}
     for record in event.records:
         message_id = record.sns.message_id
         try:
@@ -53,7 +53,24 @@ def lambda_handler(event: SNSEvent, _context: Any) -> dict[str, int]:
         if outcome == "unknown_job":
             logger.warning("notification for an unknown job skipped", extra=extra)
             continue
+        if outcome == "mismatch":
+            # Not the job's endpoint or input: a forged or misrouted message must not finish it.
+            extra |= {
+                "endpoint_name": note.request_parameters.endpoint_name,
+                "input_location": note.request_parameters.input_location,
+                "topic": record.sns.topic_arn,
+            }
+            logger.warning("notification not matching its job's endpoint and input ignored", extra=extra)
+            continue
         logger.info("async inference notification applied", extra=extra)
         if job is not None:
-            announce_completion(job, store, settings, sns=sns, sns_client=sns_in, webhook_secret=webhook_secret)
+            announce_completion(
+                job,
+                store,
+                settings,
+                sns=sns,
+                sns_client=sns_in,
+                webhook_secret=webhook_secret,
+                callback_topics=callback_topics,
+            )
     return counts

@@ -13,7 +13,7 @@ import boto3
 from pydantic import BaseModel
 
 from sluice.jobs.notify import deliver_callback, publish_job_event, record_delivery
-from sluice.jobs.notify_sources import sns_in, webhook_secret
+from sluice.jobs.notify_sources import callback_topics, sns_in, webhook_secret
 from sluice.jobs.status import JobNotFound
 from sluice.jobs.store import JobStore
 from sluice.settings import get_settings
@@ -43,7 +43,9 @@ def lambda_handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
         requested = bool(callback and (callback.sns_topic_arn or callback.webhook_url))
         logger.info("job event published", extra={"message_id": message_id, "status": job.status})
         return {"message_id": message_id, "callback_requested": requested}
-    delivery = deliver_callback(job, settings, sns_client=sns_in, webhook_secret=webhook_secret)
+    delivery = deliver_callback(
+        job, settings, sns_client=sns_in, webhook_secret=webhook_secret, callback_topics=callback_topics
+    )
     if delivery is None:
         return {"delivered": False, "reason": "The job asked for no callback."}
     record_delivery(store, job.job_id, delivery)

@@ -55,8 +55,19 @@ class Settings:
     batch_state_machine_arn: str = field(default_factory=lambda: _env("SLUICE_BATCH_STATE_MACHINE_ARN", ""))
     # Completion events of every job (SNS); a caller's own callback is extra.
     job_events_topic_arn: str = field(default_factory=lambda: _env("SLUICE_JOB_EVENTS_TOPIC_ARN", ""))
-    # SSM parameter (SecureString) holding the HMAC secret that signs webhook callbacks.
-    webhook_secret_parameter: str = field(default_factory=lambda: _env("SLUICE_WEBHOOK_SECRET_PARAMETER", ""))
+    # SSM path under which each caller's webhook signing secret lives (SecureString per caller, named
+    # by the digest of the identity): one tenant's secret never signs another tenant's webhooks.
+    webhook_secrets_path: str = field(default_factory=lambda: _env("SLUICE_WEBHOOK_SECRETS_PATH", ""))
+    # Receivers refuse a webhook whose X-Sluice-Timestamp is further than this from their clock (replays).
+    webhook_replay_window_seconds: int = field(
+        default_factory=lambda: int(_env("SLUICE_WEBHOOK_REPLAY_WINDOW_SECONDS", "300"))
+    )
+    # SSM parameter (JSON) naming, per caller, the SNS topics its job callbacks may publish to.
+    callback_topics_parameter: str = field(default_factory=lambda: _env("SLUICE_CALLBACK_TOPICS_PARAMETER", ""))
+    # How long a function trusts that document (an edit applies within this; never read per request).
+    callback_topics_ttl_seconds: int = field(
+        default_factory=lambda: int(_env("SLUICE_CALLBACK_TOPICS_TTL_SECONDS", "300"))
+    )
     job_ttl_days: int = field(default_factory=lambda: int(_env("SLUICE_JOB_TTL_DAYS", "30")))
     presigned_url_seconds: int = field(default_factory=lambda: int(_env("SLUICE_PRESIGNED_URL_SECONDS", "3600")))
     # Inline async bodies are capped by API Gateway (10 MB); larger inputs go through an upload URL.
@@ -84,15 +95,15 @@ class Settings:
             if t.strip()
         )
     )
-    # Caller SNS topics a job callback may publish to (fnmatch patterns over topic ARNs; the same
-    # patterns scope the notifier's IAM policy). Empty: SNS callbacks are refused with a job note.
+    # The ceiling on callers' SNS callback topics (fnmatch patterns over topic ARNs; the same patterns
+    # scope the notifier's IAM policy); each caller's own list narrows it. Empty: SNS callbacks refused.
     callback_topic_arn_patterns: tuple[str, ...] = field(
         default_factory=lambda: tuple(
             p.strip() for p in _env("SLUICE_CALLBACK_TOPIC_ARN_PATTERNS", "").split(",") if p.strip()
         )
     )
     webhook_timeout_seconds: float = field(default_factory=lambda: float(_env("SLUICE_WEBHOOK_TIMEOUT_SECONDS", "5")))
-    # How long a function trusts the webhook secret it read from SSM (a rotated secret is used within this).
+    # How long a function trusts a caller's webhook secret read from SSM (a rotated one is used within this).
     webhook_secret_ttl_seconds: int = field(
         default_factory=lambda: int(_env("SLUICE_WEBHOOK_SECRET_TTL_SECONDS", "300"))
     )

@@ -3,6 +3,11 @@
 A notification's `inferenceId` is the job id (submission passes it as InferenceId). The JobStore's
 forward-only transitions make this idempotent: a duplicate, or an error arriving after a success,
 changes nothing and announces nothing.
+
+The topics are the stack's, but anyone who may publish to them (or an endpoint another team points
+at them) can name any inferenceId: a notification finishes a job only when its endpoint and input
+location are the ones the job was submitted with (details.endpoint_name, input_location). Anything
+else is a "mismatch" and changes nothing.
 """
 
 from __future__ import annotations
@@ -39,17 +44,22 @@ class AsyncInferenceNotification(BaseModel):
     response_parameters: _Parameters = Field(default_factory=_Parameters, alias="responseParameters")
 
 
-Outcome = Literal["succeeded", "failed", "unchanged", "unknown_job"]
+Outcome = Literal["succeeded", "failed", "unchanged", "unknown_job", "mismatch"]
 
 
 def apply_notification(store: JobStore, note: AsyncInferenceNotification) -> tuple[Outcome, Job | None]:
     """Move the job; returns what happened and the job when this notification finished it."""
     response = note.response_parameters
+    if note.invocation_status == "Completed" and not response.output_location:
+        raise ValueError("a Completed notification without responseParameters.outputLocation")
+    current = store.get(note.inference_id)
+    if current is None:
+        return "unknown_job", None
+    if not matches_job(current, note):
+        return "mismatch", None
     details = {"endpoint_name": note.request_parameters.endpoint_name, "notified_at": note.event_time}
     details = {key: value for key, value in details.items() if value}
     if note.invocation_status == "Completed":
-        if not response.output_location:
-            raise ValueError("a Completed notification without responseParameters.outputLocation")
         if response.content_type:
             details["content_type"] = response.content_type
         job = store.transition(
@@ -66,4 +76,16 @@ def apply_notification(store: JobStore, note: AsyncInferenceNotification) -> tup
         outcome = "failed"
     if job is not None:
         return outcome, job
-    return ("unchanged" if store.get(note.inference_id) is not None else "unknown_job"), None
+    return "unchanged", None
+
+
+def matches_job(job: Job, note: AsyncInferenceNotification) -> bool:
+    """The endpoint the job was invoked on and the input it was given (and, once InvokeEndpointAsync
+    answered, the output location it named); a job without a recorded endpoint (one the state
+    machine runs) is never finished by a SageMaker notification."""
+    expected = job.details.get("endpoint_name")
+    given = note.request_parameters
+    if not expected or given.endpoint_name != expected or given.input_location != job.input_location:
+        return False
+    output = note.response_parameters.output_location
+    return not (note.invocation_status == "Completed" and job.output_location and output != job.output_location)

@@ -21,6 +21,7 @@ from sluice.inference.routing import resolve_model
 from sluice.inference.validation import validation_failed
 from sluice.jobs import idempotency, services
 from sluice.jobs.batch_policy import enforce_instance_approval
+from sluice.jobs.callback_topics import check_callback_topic
 from sluice.jobs.models import Job, JobKind
 from sluice.jobs.starting import new_job_id, start_batch
 from sluice.jobs.views import BatchJobRequest
@@ -72,6 +73,9 @@ def submit_batch(
     check_approval(instance_type, request.instance_count, request.approved_by)
     input_bucket, input_prefix = parse_s3_uri(request.input_prefix)
     check_location(caller, input_bucket, input_prefix, "input_prefix", _READABLE)
+    check_callback_topic(
+        caller, request.callback.sns_topic_arn if request.callback else None, "body.callback.sns_topic_arn"
+    )
     if request.output_prefix:
         output_bucket, output_prefix = parse_s3_uri(request.output_prefix)
         check_location(caller, output_bucket, output_prefix, "output_prefix", _WRITABLE)

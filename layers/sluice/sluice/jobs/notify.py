@@ -1,37 +1,38 @@
 """A job's completion: published to the platform's job events topic and to the caller's callback.
 
-The callback is the caller's SNS topic (only topics matching settings.callback_topic_arn_patterns,
-which also scope the notifier's IAM) or an HTTPS webhook signed with HMAC-SHA256 over the exact body
-(secret: an SSM SecureString, settings.webhook_secret_parameter). A failure that may clear up raises
-CallbackFailed, which the workflow retries; one that cannot (refused topic, webhooks disabled, a 4xx
-from the receiver) is recorded on the job and never fails it.
+The callback is the caller's SNS topic (only topics allowed for that caller, within the stack's ceiling:
+sluice.jobs.callback_topics) or an HTTPS webhook signed with the caller's own secret over the timestamp
+and the exact body (sluice.jobs.webhook_signature, sluice.jobs.webhook_secrets). The webhook goes to the
+address that was checked, never to a second DNS answer (sluice.jobs.webhook_address). A failure that may
+clear up raises CallbackFailed, which the workflow retries; one that cannot (refused topic, no secret,
+a 4xx from the receiver) is recorded on the job and never fails it.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import hmac
-import ipaddress
+import http.client
 import json
 import socket
 import ssl
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
+from collections.abc import Callable
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
 from sluice import __version__
+from sluice.jobs.callback_topics import refusal
 from sluice.jobs.models import Job
 from sluice.jobs.store import JobStore
+from sluice.jobs.webhook_address import Target, WebhookHostUnresolvable, resolve_targets
+from sluice.jobs.webhook_secrets import SecretUnavailable
+from sluice.jobs.webhook_signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
 from sluice.settings import Settings
 from sluice.telemetry import logger
 
 EVENT_TYPE = "sluice.job.finished"
-SIGNATURE_HEADER = "X-Sluice-Signature-256"
 DELIVERY_HEADER = "X-Sluice-Delivery"
 _SNS_TRANSIENT = {
     "Throttling",
@@ -41,6 +42,9 @@ _SNS_TRANSIENT = {
     "InternalFailure",
     "ServiceUnavailable",
     "KMSThrottlingException",
+    # SNS's own wire codes for throttling (HTTP 400, so the status check below misses them).
+    "Throttled",
+    "KMSThrottling",
     "KMSInternalException",
 }
 
@@ -88,44 +92,45 @@ def publish_job_event(sns: Any, topic_arn: str, job: Job) -> str:
     return answer["MessageId"]
 
 
-def sign(secret: str | bytes, body: bytes) -> str:
-    """`sha256=<hex>` of HMAC-SHA256(secret, body): the receiver recomputes it over the raw body."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+SecretSource = Callable[[str], "str | None"]
+TopicSource = Callable[[str], "tuple[str, ...]"]
+# Stored on the job whatever went wrong: the exact connection error would tell a caller which
+# internal ports answer. Operators find the detail in the notifier's logs.
+UNREACHABLE = "Not delivered: the webhook could not be reached."
 
 
-def verify(secret: str | bytes, body: bytes, signature: str) -> bool:
-    return hmac.compare_digest(sign(secret, body), signature)
-
-
-def deliver_callback(job: Job, settings: Settings, *, sns_client: Any, webhook_secret: Any) -> Delivery | None:
+def deliver_callback(
+    job: Job,
+    settings: Settings,
+    *,
+    sns_client: Any,
+    webhook_secret: SecretSource,
+    callback_topics: TopicSource,
+    resolver: Callable[..., list[Any]] | None = None,
+) -> Delivery | None:
     """Deliver the job's callback once. `sns_client(region)` gives an SNS client for the topic's region;
-    `webhook_secret()` reads the signing secret (cached). None when the job asked for no callback."""
+    `webhook_secret(caller)` the caller's signing secret or None; `callback_topics(caller)` the topic
+    patterns allowed for the caller (both cached). None when the job asked for no callback."""
     callback = job.callback
     if callback is None or not (callback.sns_topic_arn or callback.webhook_url):
         return None
     if callback.sns_topic_arn:
-        return _publish_to_caller_topic(job, callback.sns_topic_arn, settings, sns_client)
+        return _publish_to_caller_topic(job, callback.sns_topic_arn, settings, sns_client, callback_topics)
     assert callback.webhook_url
-    return _call_webhook(job, callback.webhook_url, settings, webhook_secret)
+    return _call_webhook(job, callback.webhook_url, settings, webhook_secret, resolver)
 
 
 def record_delivery(store: JobStore, job_id: str, delivery: Delivery) -> None:
     store.merge_details(job_id, notification=delivery.model_dump(exclude_none=True))
 
 
-def _publish_to_caller_topic(job: Job, topic_arn: str, settings: Settings, sns_client: Any) -> Delivery:
-    patterns = settings.callback_topic_arn_patterns
-    if not any(fnmatch.fnmatchcase(topic_arn, pattern) for pattern in patterns):
-        return Delivery(
-            delivered=False,
-            channel="sns",
-            target=topic_arn,
-            reason=(
-                "Not published: this topic is not among the callback topics the platform allows "
-                "(stack parameter CallbackTopicArnPatterns); ask the platform team to add it."
-            ),
-        )
+def _publish_to_caller_topic(
+    job: Job, topic_arn: str, settings: Settings, sns_client: Any, callback_topics: TopicSource
+) -> Delivery:
+    refused = refusal(topic_arn, callback_topics(job.caller), settings)
+    if refused:
+        logger.warning("callback topic refused", extra={"job_id": job.job_id, "caller": job.caller, "topic": topic_arn})
+        return Delivery(delivered=False, channel="sns", target=topic_arn, reason=f"Not published: {refused}.")
     region = topic_arn.split(":")[3]
     try:
         sns_client(region).publish(
@@ -147,49 +152,65 @@ def _publish_to_caller_topic(job: Job, topic_arn: str, settings: Settings, sns_c
     return Delivery(delivered=True, channel="sns", target=topic_arn)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ARG002
-        return None  # a 3xx comes back as an HTTPError: the receiver must answer at its own URL
+def _call_webhook(
+    job: Job, url: str, settings: Settings, webhook_secret: SecretSource, resolver: Callable[..., list[Any]] | None
+) -> Delivery:
+    def refused(reason: str) -> Delivery:
+        return Delivery(delivered=False, channel="webhook", target=url, reason=reason)
 
-
-def _call_webhook(job: Job, url: str, settings: Settings, webhook_secret: Any) -> Delivery:
-    if not settings.webhook_secret_parameter:
-        return Delivery(
-            delivered=False,
-            channel="webhook",
-            target=url,
-            reason=(
-                "Not called: webhooks are disabled on this platform (stack parameter "
-                "WebhookSecretParameterName is empty). Poll the job, or use an SNS callback."
-            ),
+    if not settings.webhook_secrets_path:
+        return refused(
+            "Not called: webhooks are not configured on this platform (SLUICE_WEBHOOK_SECRETS_PATH is empty). "
+            "Poll the job, or use an SNS callback."
         )
-    refused = _refused_host(url, settings)
-    if refused:
-        return Delivery(delivered=False, channel="webhook", target=url, reason=refused)
-    body = event_body(job)
-    request = urllib.request.Request(  # noqa: S310 - https only (Callback's pattern), checked host
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": f"Sluice-Webhook/{__version__}",
-            "X-Sluice-Event": EVENT_TYPE,
-            # Stable per job outcome: a receiver drops a redelivery it has already processed.
-            DELIVERY_HEADER: f"{job.job_id}:{job.status.value}",
-            SIGNATURE_HEADER: sign(webhook_secret(), body),
-        },
-    )
-    opener = urllib.request.build_opener(
-        _NoRedirects(), urllib.request.HTTPSHandler(context=ssl.create_default_context())
-    )
     try:
-        with opener.open(request, timeout=settings.webhook_timeout_seconds) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-        if status in (408, 429) or status >= 500:
-            raise CallbackFailed(f"Webhook {url} answered {status}.") from exc
+        secret = webhook_secret(job.caller)
+    except SecretUnavailable as exc:
+        logger.error("webhook secret unreadable", extra={"job_id": job.job_id, "problem": str(exc)})
+        raise CallbackFailed("Not delivered: the webhook signing secret could not be read.") from exc
+    if not secret:
+        return refused(
+            f"Not delivered: caller {job.caller} has no webhook signing secret. The platform team creates one "
+            f"with `tools/keys.py --stack <stack> webhook-secret --tenant {job.caller}` and gives it to the "
+            "receiver; the caller's later jobs are signed with it."
+        )
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or 443
+    except ValueError:
+        port = 0
+    if not host or not 0 < port < 65536:
+        return refused("Not called: the webhook URL has no valid host and port.")
+    try:
+        targets, refused_addresses = resolve_targets(
+            host, port, allow_private=settings.webhook_allow_private_hosts, resolver=resolver
+        )
+    except WebhookHostUnresolvable as exc:
+        logger.warning("webhook host unresolvable", extra={"job_id": job.job_id, "host": host, "problem": str(exc)})
+        raise CallbackFailed(UNREACHABLE) from exc
+    if refused_addresses:
+        logger.warning(
+            "webhook to a non-public address refused",
+            extra={"job_id": job.job_id, "host": host, "addresses": refused_addresses},
+        )
+        return refused(f"Not called: the webhook host {host} does not resolve to public addresses only.")
+    body = event_body(job)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"Sluice-Webhook/{__version__}",
+        "X-Sluice-Event": EVENT_TYPE,
+        # Stable per job outcome: a receiver drops a redelivery it has already processed.
+        DELIVERY_HEADER: f"{job.job_id}:{job.status.value}",
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign_webhook(secret, body, timestamp),
+    }
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    status = _post_to_checked_address(job, host, targets, path, headers, body, settings.webhook_timeout_seconds)
+    if status in (408, 429) or status >= 500:
+        raise CallbackFailed(f"Not delivered: the webhook answered {status}.")
+    if not 200 <= status < 300:
         return Delivery(
             delivered=False,
             channel="webhook",
@@ -197,27 +218,46 @@ def _call_webhook(job: Job, url: str, settings: Settings, webhook_secret: Any) -
             status_code=status,
             reason=f"Not delivered: the webhook answered {status} (redirects are not followed).",
         )
-    except (urllib.error.URLError, OSError) as exc:
-        raise CallbackFailed(f"Webhook {url} could not be reached: {exc}") from exc
     logger.info("webhook delivered", extra={"job_id": job.job_id, "status_code": status})
     return Delivery(delivered=True, channel="webhook", target=url, status_code=status)
 
 
-def _refused_host(url: str, settings: Settings) -> str | None:
-    """A webhook may not point into private address space (metadata services, VPC hosts)."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        port = urllib.parse.urlsplit(url).port or 443
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
-    except (socket.gaierror, ValueError) as exc:
-        raise CallbackFailed(f"Webhook host {host!r} could not be resolved: {exc}") from exc
-    if settings.webhook_allow_private_hosts:
-        return None
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if not ip.is_global:
-            return f"Not called: the webhook host {host} resolves to a non-public address ({ip})."
-    return None
+class _CheckedConnection(http.client.HTTPSConnection):
+    """HTTPS over a socket already connected to a checked address; TLS verifies the URL's host name."""
+
+    def __init__(self, host: str, target: Target, timeout: float) -> None:
+        super().__init__(host, target.port, timeout=timeout)
+        self._target = target
+
+    def connect(self) -> None:
+        raw = socket.socket(self._target.family, socket.SOCK_STREAM)
+        raw.settimeout(self.timeout)
+        try:
+            # A numeric address: connect() does no name lookup of its own.
+            raw.connect((self._target.address, self._target.port))
+            self.sock = ssl.create_default_context().wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
+
+
+def _post_to_checked_address(
+    job: Job, host: str, targets: list[Target], path: str, headers: dict[str, str], body: bytes, timeout: float
+) -> int:
+    problems = []
+    for target in targets:
+        connection = _CheckedConnection(host, target, timeout)
+        try:
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read(65536)
+            return response.status
+        except (OSError, http.client.HTTPException) as exc:
+            problems.append(f"{target.address}:{target.port}: {type(exc).__name__}: {exc}")
+        finally:
+            connection.close()
+    logger.warning("webhook unreachable", extra={"job_id": job.job_id, "host": host, "problems": problems})
+    raise CallbackFailed(UNREACHABLE)
 
 
 def announce_completion(
@@ -227,14 +267,13 @@ def announce_completion(
     *,
     sns: Any,
     sns_client: Any,
-    webhook_secret: Any,
+    webhook_secret: SecretSource,
+    callback_topics: TopicSource,
     attempts: int = 3,
     pause: Any = None,
 ) -> Delivery | None:
     """Publish and call back outside a workflow (SageMaker's own async notifications): bounded
     in-process retries stand in for the state machine's Retry; what still fails is noted on the job."""
-    import time
-
     wait = pause or time.sleep
 
     def retried(action: Any) -> Any:
@@ -253,14 +292,17 @@ def announce_completion(
         logger.error("job event not published", extra={"job_id": job.job_id, "error": str(exc)})
     try:
         delivery = retried(
-            lambda: deliver_callback(job, settings, sns_client=sns_client, webhook_secret=webhook_secret)
+            lambda: deliver_callback(
+                job, settings, sns_client=sns_client, webhook_secret=webhook_secret, callback_topics=callback_topics
+            )
         )
     except CallbackFailed as exc:
         callback = job.callback
         assert callback is not None
         channel: Literal["sns", "webhook"] = "sns" if callback.sns_topic_arn else "webhook"
         target = callback.sns_topic_arn or callback.webhook_url or ""
-        delivery = Delivery(delivered=False, channel=channel, target=target, reason=f"Not delivered: {exc}")
+        reason = str(exc) if str(exc).startswith("Not ") else f"Not delivered: {exc}"
+        delivery = Delivery(delivered=False, channel=channel, target=target, reason=reason)
     if delivery is not None:
         record_delivery(store, job.job_id, delivery)
     return delivery

@@ -1,4 +1,5 @@
-"""What the notifying functions need from AWS: SNS clients per region, and the webhook secret."""
+"""What the notifying functions need from AWS: SNS clients per region, each caller's webhook secret
+and each caller's allowed callback topics (both read through per-container caches with a TTL)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from functools import cache
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities import parameters
 
+from sluice.jobs import callback_topics as _topics
+from sluice.jobs.webhook_secrets import SecretCache
 from sluice.settings import get_settings
 
 
@@ -17,9 +19,28 @@ def sns_in(region: str) -> Any:
     return boto3.client("sns", region_name=region)
 
 
-def webhook_secret() -> str:
-    # Powertools caches it for the TTL: one SSM read per container and TTL, not one per webhook.
+@cache
+def _ssm() -> Any:
+    return boto3.client("ssm")
+
+
+@cache
+def _secrets(path: str, ttl_seconds: int) -> SecretCache:
+    return SecretCache(_ssm, path, ttl_seconds)
+
+
+def webhook_secret(caller: str) -> str | None:
+    """The caller's signing secret, None when it has none: one SSM read per caller and TTL."""
     settings = get_settings()
-    return parameters.get_parameter(
-        settings.webhook_secret_parameter, decrypt=True, max_age=settings.webhook_secret_ttl_seconds
-    )
+    return _secrets(settings.webhook_secrets_path, settings.webhook_secret_ttl_seconds)(caller)
+
+
+def callback_topics(caller: str) -> tuple[str, ...]:
+    return _topics.caller_patterns(caller)
+
+
+def reset() -> None:
+    """Tests and local mode: forget cached clients, secrets and topics."""
+    for cached in (sns_in, _ssm, _secrets):
+        cached.cache_clear()
+    _topics.reset()

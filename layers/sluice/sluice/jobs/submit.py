@@ -23,13 +23,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sluice.catalog.models import BedrockBackend, ModelEntry
+from sluice.catalog.models import BedrockBackend, ModelEntry, SageMakerBackend
 from sluice.errors import InvalidRequest, PayloadTooLarge, TooManyOpenUploads, UploadNotFound
 from sluice.inference.context import RequestContext
 from sluice.inference.payload import choose_content_type
 from sluice.inference.routing import resolve_model
 from sluice.inference.validation import validation_failed
 from sluice.jobs import idempotency, services
+from sluice.jobs.callback_topics import check_callback_topic
 from sluice.jobs.models import Callback, Job, JobKind
 from sluice.jobs.starting import new_job_id, start_async, uses_native_async
 from sluice.jobs.views import UPLOAD_ID_PATTERN, UploadRequest, UploadTicket
@@ -154,6 +155,13 @@ def submit_async(
     settings = get_settings()
     caller = ctx.caller.identity
     chosen_type = _content_type(entry, content_type)
+    check_callback_topic(caller, callback.sns_topic_arn if callback else None, CALLBACK_SNS_HEADER)
+    # SageMaker's notification for a native async job must name this endpoint (async_notifications).
+    backend = entry.backend
+    native = isinstance(backend, SageMakerBackend) and backend.async_endpoint
+    native_endpoint = (
+        {"endpoint_name": backend.endpoint_name} if isinstance(backend, SageMakerBackend) and native else {}
+    )
     payload: dict[str, Any] = {"model": name, "content_type": chosen_type}
     if callback is not None:
         payload["callback"] = callback.model_dump(exclude_none=True)
@@ -187,6 +195,7 @@ def submit_async(
                 "content_type": chosen_type,
                 "input_bytes": input_bytes,
                 "runner": "sagemaker-async" if uses_native_async(entry) else "state-machine",
+                **native_endpoint,
             },
         )
         job = services.store().create(job)
