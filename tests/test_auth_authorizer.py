@@ -86,7 +86,12 @@ def test_valid_key_is_allowed_on_the_whole_stage(authorizer, backend, lambda_con
         "Version": "2012-10-17",
         "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": STAGE_WIDE}],
     }
-    assert decision["context"] == {"tenant": "acme", "key_id": created.record.key_id, "auth": "api_key"}
+    assert decision["context"] == {
+        "tenant": "acme",
+        "key_id": created.record.key_id,
+        "auth": "api_key",
+        "role": "consumer",
+    }
     # API Gateway meters the usage plan by this value (ApiKeySourceType AUTHORIZER).
     assert decision["usageIdentifierKey"] == gateway_key_value(backend, created)
     assert decision["usageIdentifierKey"] != SAMPLE_KEY

@@ -174,6 +174,7 @@ def test_list_never_exposes_hashes_or_keys(backend):
         "usage_plan_id",
         "key_hint",
         "revoked_at",
+        "role",
     }
 
 
@@ -250,8 +251,8 @@ def test_cli_create_list_revoke_with_table_and_plan_flags(backend, capsys):
     assert tool.main([*flags, "list"]) == 0
     listing = capsys.readouterr().out
     header, row = listing.splitlines()
-    assert header.split() == ["KEY_ID", "TENANT", "NAME", "STATUS", "CREATED_AT", "KEY_HINT"]
-    assert row.split() == [key_id, "acme", "ci", "active", item["created_at"]["S"], item["key_hint"]["S"]]
+    assert header.split() == ["KEY_ID", "TENANT", "ROLE", "NAME", "STATUS", "CREATED_AT", "KEY_HINT"]
+    assert row.split() == [key_id, "acme", "consumer", "ci", "active", item["created_at"]["S"], item["key_hint"]["S"]]
     assert plain_key not in listing
     assert item["key_hash"]["S"] not in listing
     assert item["usage_key_value"]["S"] not in listing

@@ -74,6 +74,16 @@ class ApprovalRequired(SluiceError):
     status, code, type = 403, "approval_required", "permission_error"
 
 
+class OperatorRequired(SluiceError):
+    """An operations route (approvals, and later training, deployments, budgets) called by a consumer."""
+
+    status, code, type = 403, "operator_required", "permission_error"
+
+
+class ApprovalNotFound(SluiceError):
+    status, code, type = 404, "approval_not_found", "not_found_error"
+
+
 class LocationNotAllowed(SluiceError):
     """An S3 location outside what this caller may read or write."""
 
@@ -92,6 +102,12 @@ class JobNotCancellable(Conflict):
 
 class IdempotencyKeyInProgress(Conflict):
     code = "idempotency_key_in_progress"
+
+
+class ApprovalClosed(Conflict):
+    """The approval was already decided, expired or was withdrawn (its job cancelled)."""
+
+    code = "approval_closed"
 
 
 class PayloadTooLarge(SluiceError):
