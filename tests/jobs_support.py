@@ -179,6 +179,16 @@ def create_approvals_table(dynamodb: Any, name: str = APPROVALS_TABLE) -> None:
     )
 
 
+def for_path_id(evt: dict, name: str, value: str) -> dict:
+    """The same request for another id in its path (`name` is the path parameter)."""
+    evt = copy.deepcopy(evt)
+    old = evt["pathParameters"][name]
+    evt["pathParameters"][name] = value
+    evt["path"] = evt["path"].replace(old, value)
+    evt["requestContext"]["path"] = evt["requestContext"]["path"].replace(old, value)
+    return evt
+
+
 def as_operator(evt: dict, tenant: str = "platform") -> dict:
     """The same request made with an operator key."""
     evt = copy.deepcopy(evt)

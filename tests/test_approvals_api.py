@@ -21,7 +21,14 @@ from sluice.jobs.models import Job, JobKind, JobStatus
 from sluice.settings import get_settings
 from tests.api_support import assert_error, body_of, call, event, set_header
 from tests.conftest import shared_client
-from tests.jobs_support import APPROVALS_TABLE, as_caller, as_consumer, as_operator, create_jobs_stack
+from tests.jobs_support import (
+    APPROVALS_TABLE,
+    as_caller,
+    as_consumer,
+    as_operator,
+    create_jobs_stack,
+    for_path_id,
+)
 
 JOB_ID = "job-0123456789abcdef0123456789abcdef"
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAtoken-of-the-waiting-execution=="
@@ -74,11 +81,7 @@ def waiting_job(jobs, job_id: str = JOB_ID, *, expires_in: float = 3600, instanc
 
 
 def decision_event(decision: str, approval_id: str, body: Any = "default") -> dict:
-    evt = copy.deepcopy(event(f"approval-{decision}"))
-    evt["pathParameters"] = {"approval_id": approval_id}
-    sample_id = event(f"approval-{decision}")["pathParameters"]["approval_id"]
-    evt["path"] = evt["path"].replace(sample_id, approval_id)
-    evt["requestContext"]["path"] = evt["requestContext"]["path"].replace(sample_id, approval_id)
+    evt = for_path_id(event(f"approval-{decision}"), "approval_id", approval_id)
     if body != "default":
         evt["body"] = body if body is None or isinstance(body, str) else json.dumps(body)
         set_header(evt, "Content-Length", str(len((evt["body"] or "").encode())))
