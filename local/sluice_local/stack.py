@@ -37,13 +37,14 @@ class Started:
     bedrock_url: str
     api_key: str
     key_generated: bool
-    operator_key: str = ""
-    operator_key_generated: bool = False
     buckets: list[str]
     resources: dict[str, str]
     skipped: list[Any]
     models: dict[str, str] = field(default_factory=dict)
     created: list[Any] = field(default_factory=list)  # by local mode through the APIs (deploy.Created)
+    # The operator key (tenant platform): approvals and the other operations routes.
+    operator_key: str = ""
+    operator_key_generated: bool = False
 
 
 class LocalStack:
