@@ -331,3 +331,10 @@ def test_the_sample_events_are_an_operators(jobs, lambda_context):
         authorizer = event(name)["requestContext"]["authorizer"]
         assert authorizer["role"] == "operator", name
     assert as_operator(event("jobs-list"))["requestContext"]["authorizer"]["role"] == "operator"
+
+
+@pytest.mark.parametrize("approval_id", ["x" * 3000, "apr-NOTHEX", "apr-" + "0" * 31])
+def test_an_id_not_shaped_like_an_approval_is_a_404_not_a_500(jobs, lambda_context, approval_id):
+    evt = decision_event("deny", approval_id)
+
+    assert_error(call(evt, lambda_context), evt, 404, "approval_not_found")

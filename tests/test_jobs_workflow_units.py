@@ -316,4 +316,49 @@ def test_sample_inputs_are_valid_execution_inputs():
         "batch_policy",
         "job_notifier",
         "async_notifications",
+        "approval_request",
     }
+
+
+# ---------------------------------------------------------------------- approval requests
+def test_the_approval_request_step_stores_the_token_and_marks_the_job_awaiting_approval(aws, lambda_context):
+    from sluice.approvals.models import approval_id_for
+    from sluice.approvals.store import ApprovalStore
+    from sluice.jobs.store import JobStore
+    from tests.conftest import shared_client
+    from tests.jobs_support import APPROVALS_TABLE, JOBS_TABLE, create_approvals_table
+
+    dynamodb = shared_client("dynamodb")
+    dynamodb.create_table(
+        TableName=JOBS_TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+    )
+    create_approvals_table(dynamodb)
+    request = load_event("approval_request/request-approval.json")
+    jobs = JobStore(dynamodb, JOBS_TABLE)
+    jobs.create(
+        Job(job_id=request["job_id"], caller="team-risk", kind=JobKind.BATCH, model="m", input_location="s3://b/p/")
+    )
+    handler = load_handler("approval_request")
+    handler.approvals = ApprovalStore(dynamodb, APPROVALS_TABLE)
+    handler.jobs = jobs
+
+    answer = handler.lambda_handler(request, lambda_context)
+
+    approval_id = approval_id_for("batch", request["job_id"])
+    assert answer["approval_id"] == approval_id
+    stored = handler.approvals.get(approval_id)
+    assert stored.task_token == request["task_token"]
+    assert (stored.instance_type, stored.instance_count, stored.requested_by) == ("ml.p3.2xlarge", 2, "team-risk")
+    job = jobs.get(request["job_id"])
+    assert job.status == JobStatus.AWAITING_APPROVAL
+    assert job.details["approval_id"] == approval_id
+    # A retried step (new token) refreshes the pending request rather than failing.
+    handler.lambda_handler({**request, "task_token": "another-token"}, lambda_context)
+    assert handler.approvals.get(approval_id).task_token == "another-token"
+    # A job cancelled before its approval was asked gets none.
+    jobs.transition(request["job_id"], JobStatus.CANCELLED)
+    with pytest.raises(Exception, match="no approval asked"):
+        handler.lambda_handler({**request, "job_id": request["job_id"]}, lambda_context)

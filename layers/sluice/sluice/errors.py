@@ -70,10 +70,6 @@ class UploadNotFound(SluiceError):
     status, code, type = 404, "upload_not_found", "not_found_error"
 
 
-class ApprovalRequired(SluiceError):
-    status, code, type = 403, "approval_required", "permission_error"
-
-
 class OperatorRequired(SluiceError):
     """An operations route (approvals, and later training, deployments, budgets) called by a consumer."""
 

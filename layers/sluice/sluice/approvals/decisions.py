@@ -8,11 +8,13 @@ audit log line. The record keeps who decided, when and why (the durable audit tr
 from __future__ import annotations
 
 import json
+import re
 
 from botocore.exceptions import ClientError
 
 from sluice.approvals import services
 from sluice.approvals.models import (
+    APPROVAL_ID_PATTERN,
     DECIDED,
     Approval,
     ApprovalList,
@@ -53,7 +55,8 @@ def decide_approval(ctx: RequestContext, approval_id: str, decision: Decision, b
     # An empty body is a missing reason, named as such.
     request = parse_json_body(DecisionRequest, body if body.strip() else b"{}")
     store = services.store()
-    approval = store.get(approval_id)
+    # Not even shaped like an id (too long for a DynamoDB key, say): unknown, not a 500.
+    approval = store.get(approval_id) if re.fullmatch(APPROVAL_ID_PATTERN, approval_id) else None
     if approval is None:
         raise ApprovalNotFound(
             f"Approval '{approval_id}' does not exist. GET /v1/approvals lists pending ones.", param="id"
