@@ -392,9 +392,13 @@ def test_a_csv_dropped_into_the_bucket_gets_one_prediction_per_line(local):
 
 
 def test_a_large_batch_job_waits_for_the_operator_key_then_really_runs(local):
+    from sluice.storage.keys import upload_key
+
     bucket = _outputs(local)["DataBucketName"]
-    _aws(local, "s3").put_object(Bucket=bucket, Key="uploads/local/e2e-approval/rows.csv", Body=b"5.1,3.5,1.4,0.2\n")
-    request = {"model": "iris", "input_prefix": f"s3://{bucket}/uploads/local/e2e-approval/"}
+    # Under the consumer's own uploads prefix (tenant local), wherever the key scheme puts it.
+    prefix = upload_key("local", "e2e-approval") + "/"
+    _aws(local, "s3").put_object(Bucket=bucket, Key=f"{prefix}rows.csv", Body=b"5.1,3.5,1.4,0.2\n")
+    request = {"model": "iris", "input_prefix": f"s3://{bucket}/{prefix}"}
 
     status, _, job = local.request("POST", "/v1/batch-jobs", {**request, "instance_type": "ml.p3.2xlarge"})
     assert status == 202, job
