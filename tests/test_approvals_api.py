@@ -338,3 +338,27 @@ def test_an_id_not_shaped_like_an_approval_is_a_404_not_a_500(jobs, lambda_conte
     evt = decision_event("deny", approval_id)
 
     assert_error(call(evt, lambda_context), evt, 404, "approval_not_found")
+
+
+def test_a_decision_step_functions_did_not_receive_can_be_made_again(jobs, lambda_context):
+    from botocore.exceptions import ClientError
+
+    from sluice.providers import clients
+
+    approval_id = waiting_job(jobs)
+    client = clients.get("stepfunctions")
+
+    def throttle(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}, "SendTaskSuccess")
+
+    client.meta.events.register("before-call.sfn.SendTaskSuccess", throttle)
+    try:
+        evt = decision_event("approve", approval_id)
+        assert_error(call(evt, lambda_context), evt, 429, "throttled")
+    finally:
+        client.meta.events.unregister("before-call.sfn.SendTaskSuccess", throttle)
+
+    reopened = approvals().get(approval_id)
+    assert (reopened.status, reopened.decided_by) == (ApprovalStatus.PENDING, None)
+    assert "approval" not in jobs.store.get(JOB_ID).details
+    assert call(decision_event("approve", approval_id), lambda_context)["statusCode"] == 200

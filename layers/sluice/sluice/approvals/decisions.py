@@ -126,6 +126,8 @@ def _resume_workflow(approval: Approval, record: DecisionRecord) -> None:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code not in _GONE:
+            # Throttled or unavailable: the workflow still waits, so the decision can be made again.
+            services.store().reopen(approval.approval_id, approval.status)
             raise from_client_error("stepfunctions", exc) from exc
         # The workflow stopped waiting (timed out or stopped) just before this decision: it counts for nothing.
         services.store().close(

@@ -79,6 +79,24 @@ class ApprovalStore:
             params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return found[:limit]
 
+    def reopen(self, approval_id: str, from_status: ApprovalStatus) -> bool:
+        """Undo a decision the workflow never received (Step Functions failed): pending again, retryable."""
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key={"approval_id": {"S": approval_id}},
+                UpdateExpression="SET #status = :pending REMOVE decided_by, decided_at, reason",
+                ConditionExpression="#status = :from",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":pending": {"S": ApprovalStatus.PENDING.value},
+                    ":from": {"S": from_status.value},
+                },
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def close(
         self, approval_id: str, status: ApprovalStatus, *, by: str, at: str, reason: str, from_status: ApprovalStatus
     ) -> Approval | None:
