@@ -57,9 +57,9 @@ openapi: venv
 catalog-check: venv
 	$(BIN)/python tools/catalog.py validate $(or $(CATALOG),catalog/example.json)
 
-# Key management against a deployed stack: STACK=<stack name> TENANT=<tenant> [PLAN=<usage plan id>]
+# Key management against a deployed stack: STACK=<stack name> TENANT=<tenant> [ROLE=operator] [PLAN=<usage plan id>]
 key-create: venv
-	$(BIN)/python tools/keys.py --stack $(STACK) create --tenant $(TENANT) $(if $(PLAN),--usage-plan-id $(PLAN))
+	$(BIN)/python tools/keys.py --stack $(STACK) create --tenant $(TENANT) $(if $(ROLE),--role $(ROLE)) $(if $(PLAN),--usage-plan-id $(PLAN))
 key-list: venv
 	$(BIN)/python tools/keys.py --stack $(STACK) list $(if $(TENANT),--tenant $(TENANT))
 key-revoke: venv

@@ -23,12 +23,14 @@ DATA_BUCKET = "sluice-test-data"
 JOBS_TABLE = "sluice-test-jobs"
 IDEMPOTENCY_TABLE = "sluice-test-idempotency"
 UPLOAD_TICKETS_TABLE = "sluice-test-upload-tickets"
+APPROVALS_TABLE = "sluice-test-approvals"
 ASYNC_MACHINE = "sluice-test-async-inference"
 BATCH_MACHINE = "sluice-test-batch-transform"
 JOBS_ENV = {
     "SLUICE_JOBS_TABLE": JOBS_TABLE,
     "SLUICE_IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
     "SLUICE_UPLOAD_TICKETS_TABLE": UPLOAD_TICKETS_TABLE,
+    "SLUICE_APPROVALS_TABLE": APPROVALS_TABLE,
     "SLUICE_DATA_BUCKET": DATA_BUCKET,
     "SLUICE_ASYNC_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{ASYNC_MACHINE}",
     "SLUICE_BATCH_STATE_MACHINE_ARN": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{BATCH_MACHINE}",
@@ -168,6 +170,7 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
             }
         ],
     )
+    create_approvals_table(dynamodb)
     s3 = shared_client("s3")
     s3.create_bucket(Bucket=DATA_BUCKET)
     s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Enabled"})
@@ -179,6 +182,65 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
         for name in (ASYNC_MACHINE, BATCH_MACHINE)
     ]
     return JobsStack(async_arn=arns[0], batch_arn=arns[1])
+
+
+def create_approvals_table(dynamodb: Any, name: str = APPROVALS_TABLE) -> None:
+    """The approvals table as template.yaml defines it (ByStatus projects everything but the task token)."""
+    from sluice.approvals.store import BY_STATUS_INDEX
+
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": n, "AttributeType": "S"} for n in ("approval_id", "status", "requested_at")
+        ],
+        KeySchema=[{"AttributeName": "approval_id", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": BY_STATUS_INDEX,
+                "KeySchema": [
+                    {"AttributeName": "status", "KeyType": "HASH"},
+                    {"AttributeName": "requested_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {
+                    "ProjectionType": "INCLUDE",
+                    "NonKeyAttributes": [
+                        "job_id",
+                        "kind",
+                        "instance_type",
+                        "instance_count",
+                        "requested_by",
+                        "expires_at",
+                    ],
+                },
+            }
+        ],
+    )
+
+
+def for_path_id(evt: dict, name: str, value: str) -> dict:
+    """The same request for another id in its path (`name` is the path parameter)."""
+    evt = copy.deepcopy(evt)
+    old = evt["pathParameters"][name]
+    evt["pathParameters"][name] = value
+    evt["path"] = evt["path"].replace(old, value)
+    evt["requestContext"]["path"] = evt["requestContext"]["path"].replace(old, value)
+    return evt
+
+
+def as_operator(evt: dict, tenant: str = "platform") -> dict:
+    """The same request made with an operator key."""
+    evt = copy.deepcopy(evt)
+    evt["requestContext"]["authorizer"].update(tenant=tenant, principalId=tenant, role="operator")
+    return evt
+
+
+def as_consumer(evt: dict, tenant: str = "acme") -> dict:
+    """The same request made with a consumer key (no role in the context means consumer)."""
+    evt = copy.deepcopy(evt)
+    evt["requestContext"]["authorizer"] = {"tenant": tenant, "key_id": "key_0123456789ab", "auth": "api_key"}
+    evt["requestContext"]["authorizer"]["principalId"] = tenant
+    return evt
 
 
 def set_setting(monkeypatch: Any, name: str, value: str) -> None:

@@ -86,7 +86,12 @@ def test_valid_key_is_allowed_on_the_whole_stage(authorizer, backend, lambda_con
         "Version": "2012-10-17",
         "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": STAGE_WIDE}],
     }
-    assert decision["context"] == {"tenant": "acme", "key_id": created.record.key_id, "auth": "api_key"}
+    assert decision["context"] == {
+        "tenant": "acme",
+        "key_id": created.record.key_id,
+        "auth": "api_key",
+        "role": "consumer",
+    }
     # API Gateway meters the usage plan by this value (ApiKeySourceType AUTHORIZER).
     assert decision["usageIdentifierKey"] == gateway_key_value(backend, created)
     assert decision["usageIdentifierKey"] != SAMPLE_KEY
@@ -206,3 +211,69 @@ def test_the_key_itself_is_case_sensitive(authorizer, backend, lambda_context):
     event["headers"]["Authorization"] = f"Bearer {SAMPLE_KEY.upper()}"
 
     assert_unauthorized(authorizer, event, lambda_context)
+
+
+# --- roles and tenant names ---------------------------------------------------------------------
+
+
+def test_an_operator_key_carries_its_role_to_the_api(authorizer, backend, lambda_context):
+    keys.create_key(
+        dynamodb=backend.dynamodb,
+        apigateway=backend.apigateway,
+        table=TABLE,
+        tenant="platform",
+        usage_plan_id=backend.plan_id,
+        plain_key=SAMPLE_KEY,
+        role="operator",
+    )
+
+    decision = authorizer.lambda_handler(load_event("authorizer/valid-key.json"), lambda_context)
+
+    assert decision["context"]["role"] == "operator"
+    assert decision["context"]["tenant"] == "platform"
+
+
+def test_a_key_stored_before_roles_existed_is_a_consumer(authorizer, backend, lambda_context):
+    create(backend)
+    item = backend.dynamodb.scan(TableName=TABLE)["Items"][0]
+    backend.dynamodb.update_item(
+        TableName=TABLE,
+        Key={"key_hash": item["key_hash"]},
+        UpdateExpression="REMOVE #r",
+        ExpressionAttributeNames={"#r": "role"},
+    )
+
+    decision = authorizer.lambda_handler(load_event("authorizer/valid-key.json"), lambda_context)
+
+    assert decision["context"]["role"] == "consumer"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("tenant", "arn:aws:iam::123456789012:role/admin"),  # would pose as an IAM principal in catalog rules
+        ("tenant", "acme/../globex"),
+        ("tenant", "Acme"),
+        ("tenant", "a" * 64),
+        ("role", "admin"),
+    ],
+)
+def test_a_stored_key_with_an_invalid_tenant_or_role_is_refused_and_logged(
+    authorizer, backend, lambda_context, caplog, attribute, value
+):
+    create(backend)
+    item = backend.dynamodb.scan(TableName=TABLE)["Items"][0]
+    # Written around tools/keys.py (by hand, or by an older tool that did not check names).
+    backend.dynamodb.update_item(
+        TableName=TABLE,
+        Key={"key_hash": item["key_hash"]},
+        UpdateExpression="SET #a = :v",
+        ExpressionAttributeNames={"#a": attribute},
+        ExpressionAttributeValues={":v": {"S": value}},
+    )
+
+    assert_unauthorized(authorizer, load_event("authorizer/valid-key.json"), lambda_context)
+
+    refused = [record for record in caplog.records if record.getMessage() == "request refused"]
+    assert refused
+    assert f"has an invalid {attribute}" in refused[-1].reason

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from sluice.auth.caller import Caller, caller_from_request_context
-from sluice.errors import Unauthenticated
+from sluice.auth.roles import Role, require_operator, tenant_problem
+from sluice.errors import OperatorRequired, Unauthenticated
+from sluice.settings import get_settings
 from tests.conftest import load_event
 
 ROLE_ARN = "arn:aws:sts::123456789012:assumed-role/batch-scorer/session-1"
@@ -96,3 +100,64 @@ def test_neither_is_unauthenticated_401(context):
     assert raised.value.status == 401
     assert raised.value.body()["error"]["type"] == "authentication_error"
     assert "Bearer" in raised.value.message
+
+
+# --- roles -----------------------------------------------------------------------------------------
+
+
+def test_an_api_key_caller_is_a_consumer_unless_the_authorizer_says_operator():
+    context = api_request_context()
+    context["authorizer"] = {"tenant": "acme", "key_id": "key_0123456789ab", "auth": "api_key"}
+    assert caller_from_request_context(context).role == Role.CONSUMER
+
+    context["authorizer"]["role"] = "operator"
+    assert caller_from_request_context(context).role == Role.OPERATOR
+
+
+@pytest.mark.parametrize(
+    ("patterns", "role"),
+    [
+        ("", Role.CONSUMER),
+        ("arn:aws:iam::123456789012:role/platform-*", Role.CONSUMER),
+        ("arn:aws:iam::123456789012:role/batch-*", Role.OPERATOR),
+        ("arn:aws:iam::123456789012:role/batch-scorer", Role.OPERATOR),
+        # Patterns match the role, not the session: a session name cannot make anyone an operator.
+        ("arn:aws:sts::123456789012:assumed-role/*", Role.CONSUMER),
+        ("arn:aws:iam::999999999999:role/batch-scorer, arn:aws:iam::123456789012:role/batch-?corer", Role.OPERATOR),
+    ],
+)
+def test_an_iam_caller_is_an_operator_only_when_its_role_matches_operator_principals(monkeypatch, patterns, role):
+    monkeypatch.setenv("SLUICE_OPERATOR_PRINCIPALS", patterns)
+    get_settings.cache_clear()
+    context = api_request_context()
+    context["identity"]["userArn"] = ROLE_ARN
+
+    try:
+        assert caller_from_request_context(context).role == role
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+def test_require_operator_names_the_route_for_a_consumer():
+    consumer = SimpleNamespace(caller=Caller(identity="acme", auth="api_key"))
+    operator = SimpleNamespace(caller=Caller(identity="platform", auth="api_key", role=Role.OPERATOR))
+
+    with pytest.raises(OperatorRequired) as raised:
+        require_operator(consumer, "GET /v1/approvals")
+
+    assert (raised.value.status, raised.value.code) == (403, "operator_required")
+    assert raised.value.message.startswith("GET /v1/approvals needs an operator")
+    assert require_operator(operator, "GET /v1/approvals") is None
+
+
+@pytest.mark.parametrize("tenant", ["acme", "team-risk", "platform", "a", "x_1", "0" * 63])
+def test_valid_tenant_names(tenant):
+    assert tenant_problem(tenant) is None
+
+
+@pytest.mark.parametrize(
+    "tenant", ["", " ", "Acme", "-acme", "_acme", "acme corp", "a/b", "a:b", "a.b", "arn:aws:iam::1:role/x", "a" * 64]
+)
+def test_invalid_tenant_names(tenant):
+    assert tenant_problem(tenant)

@@ -174,6 +174,7 @@ def test_list_never_exposes_hashes_or_keys(backend):
         "usage_plan_id",
         "key_hint",
         "revoked_at",
+        "role",
     }
 
 
@@ -250,8 +251,8 @@ def test_cli_create_list_revoke_with_table_and_plan_flags(backend, capsys):
     assert tool.main([*flags, "list"]) == 0
     listing = capsys.readouterr().out
     header, row = listing.splitlines()
-    assert header.split() == ["KEY_ID", "TENANT", "NAME", "STATUS", "CREATED_AT", "KEY_HINT"]
-    assert row.split() == [key_id, "acme", "ci", "active", item["created_at"]["S"], item["key_hint"]["S"]]
+    assert header.split() == ["KEY_ID", "TENANT", "ROLE", "NAME", "STATUS", "CREATED_AT", "KEY_HINT"]
+    assert row.split() == [key_id, "acme", "consumer", "ci", "active", item["created_at"]["S"], item["key_hint"]["S"]]
     assert plain_key not in listing
     assert item["key_hash"]["S"] not in listing
     assert item["usage_key_value"]["S"] not in listing
@@ -446,3 +447,59 @@ def test_cli_script_with_endpoint_url_against_a_moto_server(tmp_path):
         assert item["key_id"]["S"] in listed.stdout
     finally:
         server.stop()
+
+
+# --- roles and tenant names -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tenant", ["Acme", "acme/../globex", "arn:aws:iam::123456789012:role/x", "a" * 64, "-x"])
+def test_create_refuses_an_invalid_tenant_name_before_touching_aws(backend, tenant):
+    with pytest.raises(ValueError, match="tenant"):
+        create(backend, tenant=tenant)
+
+    assert scan(backend.dynamodb) == []
+    assert backend.apigateway.get_api_keys()["items"] == []
+
+
+def test_create_refuses_an_unknown_role(backend):
+    with pytest.raises(ValueError, match="role must be one of consumer, operator"):
+        create(backend, role="admin")
+
+    assert scan(backend.dynamodb) == []
+
+
+def test_cli_create_refuses_an_invalid_tenant_in_one_line(backend, capsys):
+    argv = ["--table", TABLE, "create", "--tenant", "Team Risk", "--usage-plan-id", backend.plan_id]
+
+    assert tool.main(argv) == 1
+
+    err = capsys.readouterr().err
+    assert err.startswith("error: tenant 'Team Risk' is not a valid tenant name: use lower-case letters")
+    assert "^[a-z0-9][a-z0-9_-]{0,62}$" in err
+    assert scan(backend.dynamodb) == []
+
+
+def test_cli_creates_an_operator_key_and_list_shows_each_keys_role(backend, capsys):
+    flags = ["--table", TABLE]
+    assert (
+        tool.main([*flags, "create", "--tenant", "platform", "--role", "operator", "--usage-plan-id", backend.plan_id])
+        == 0
+    )
+    assert "role:        operator" in capsys.readouterr().out
+    assert tool.main([*flags, "create", "--tenant", "acme", "--usage-plan-id", backend.plan_id]) == 0
+    assert "role:        consumer" in capsys.readouterr().out
+
+    assert tool.main([*flags, "list"]) == 0
+
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["KEY_ID", "TENANT", "ROLE"]
+    assert sorted(tuple(row.split()[1:3]) for row in rows) == [("acme", "consumer"), ("platform", "operator")]
+    items = {item["tenant"]["S"]: item for item in scan(backend.dynamodb)}
+    assert items["platform"]["role"]["S"] == "operator"
+
+
+def test_cli_refuses_a_role_it_does_not_know(backend, capsys):
+    with pytest.raises(SystemExit):
+        tool.main(["--table", TABLE, "create", "--tenant", "acme", "--role", "admin", "--usage-plan-id", "p"])
+
+    assert "invalid choice: 'admin'" in capsys.readouterr().err

@@ -64,7 +64,6 @@ def test_a_batch_job_is_created_and_its_execution_started(jobs, lambda_context):
     assert sent.split_type == "Line"
     assert (sent.instance_type, sent.instance_count) == ("ml.m5.xlarge", 2)
     assert sent.join_with_input is True
-    assert sent.approved_by is None
     assert jobs.store.get(job["id"]).execution_id == execution["executionArn"]
 
 
@@ -93,12 +92,40 @@ def test_an_output_prefix_of_ones_own_is_used(jobs, lambda_context):
     assert body_of(response)["output_location"] == output
 
 
-def test_a_larger_instance_with_an_approval_is_accepted(jobs, lambda_context):
-    response = call(batch_request(instance_type="ml.p3.2xlarge", approved_by="cfo@example.com"), lambda_context)
+def test_a_self_attested_approved_by_no_longer_starts_ten_p4d_instances(jobs, lambda_context):
+    evt = batch_request(instance_type="ml.p4d.24xlarge", instance_count=10, approved_by="cfo@example.com")
+
+    error = assert_error(call(evt, lambda_context), evt, 422, "validation_failed")
+
+    assert error["param"] == "body.approved_by"
+    assert "cannot approve its own instance type" in error["message"]
+    assert jobs.all_jobs() == []
+    assert jobs.executions(jobs.batch_arn) == []
+
+
+def test_a_large_instance_is_accepted_but_waits_for_an_operator(jobs, lambda_context):
+    response = call(batch_request(instance_type="ml.p4d.24xlarge", instance_count=10), lambda_context)
 
     assert response["statusCode"] == 202, response["body"]
+    job = body_of(response)
+    assert job["status"] == "AWAITING_APPROVAL"
+    assert job["links"]["cancel"] == f"/v1/jobs/{job['id']}/cancel"
+    assert jobs.store.get(job["id"]).status == JobStatus.AWAITING_APPROVAL
+    # The workflow is started: its first steps ask an operator (statemachines/batch_transform).
     (execution,) = jobs.executions(jobs.batch_arn)
-    assert jobs.execution_input(execution["executionArn"])["approved_by"] == "cfo@example.com"
+    sent = jobs.execution_input(execution["executionArn"])
+    assert (sent["instance_type"], sent["instance_count"]) == ("ml.p4d.24xlarge", 10)
+    assert "approved_by" not in sent
+    listing = event("jobs-list")
+    listing["queryStringParameters"] = listing["multiValueQueryStringParameters"] = None
+    listed = body_of(call(listing, lambda_context))
+    assert [(item["id"], item["status"]) for item in listed["data"]] == [(job["id"], "AWAITING_APPROVAL")]
+
+
+def test_an_approval_free_instance_is_queued_as_before(jobs, lambda_context):
+    response = call(batch_request(instance_type="ml.g4dn.xlarge"), lambda_context)
+
+    assert body_of(response)["status"] == "QUEUED"
 
 
 def test_the_same_idempotency_key_twice_starts_one_batch_job(jobs, lambda_context):
@@ -140,7 +167,7 @@ def test_the_same_key_with_another_request_is_a_clear_422(jobs, lambda_context):
         ({"instance_count": 0}, 422, "validation_failed", "body.instance_count", "greater than or equal to 1"),
         ({"instance_count": 11}, 422, "validation_failed", "body.instance_count", "at most 10"),
         ({"instance_type": "p3.2xlarge"}, 422, "validation_failed", "body.instance_type", "pattern"),
-        ({"instance_type": "ml.p4d.24xlarge"}, 403, "approval_required", "approved_by", "needs an approval"),
+        ({"approved_by": "me"}, 422, "validation_failed", "body.approved_by", "is not accepted"),
         ({"model": "claude-chat"}, 400, "invalid_request", "model", "SageMaker models only"),
         ({"model": "mme-churn"}, 400, "invalid_request", "model", "backend.model_name"),
         ({"model": "nope"}, 404, "model_not_found", "model", "does not exist"),

@@ -6,18 +6,33 @@ can report InProgress, Failed with a FailureReason, or Stopped, and CreateTransf
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
+from sluice.approvals.models import Approval, ApprovalStatus, approval_id_for
+from sluice.approvals.store import ApprovalStore
 from sluice.jobs.models import BatchExecutionInput, Job, JobKind, JobStatus
 from sluice.storage.keys import batch_output_prefix, s3_uri
-from tests.workflow_support import CALLER, history, jobs_stack, new_job_id, run_execution, states_entered
+from tests.api_support import event
+from tests.conftest import load_handler
+from tests.jobs_support import as_caller, for_path_id
+from tests.workflow_support import (
+    CALLER,
+    history,
+    jobs_stack,
+    new_job_id,
+    run_execution,
+    start_execution,
+    states_entered,
+    wait_for_execution,
+)
 
 SUCCESS_TAIL = ["Job finished by this run?", "Publish completion", "Callback requested?", "Job announced"]
+TO_APPROVAL = ["Check input exists", "Input empty?", "Check instance approval", "Approval needed?"]
 TO_RUNNING = [
-    "Check input exists",
-    "Input empty?",
-    "Enforce instance approval",
-    "Instance approved?",
+    *TO_APPROVAL,
     "Mark job running",
     "Job still wanted?",
     "Count first attempt",
@@ -37,7 +52,9 @@ def stack():
         yield deployed
 
 
-def submit(stack, *, files: int = 2, instance_type: str = "ml.m5.large", **fields) -> BatchExecutionInput:
+def submit(
+    stack, *, files: int = 2, instance_type: str = "ml.m5.large", status: JobStatus | None = None, **fields
+) -> BatchExecutionInput:
     """What batch submission does: the job record, then the execution input (inputs already uploaded)."""
     job_id = new_job_id()
     input_prefix = f"uploads/{CALLER}/{job_id}/"  # the caller's own prefix (batch-input/ would start a drop job)
@@ -65,9 +82,45 @@ def submit(stack, *, files: int = 2, instance_type: str = "ml.m5.large", **field
             model="fraud-batch",
             input_location=s3_uri(stack.bucket, input_prefix),
             details={"instance_type": instance_type},
+            # As the API creates it: a job whose type needs an approval says so from the start.
+            status=status or initial_status(stack, instance_type),
         )
     )
     return execution_input
+
+
+def initial_status(stack, instance_type: str) -> JobStatus:
+    from sluice.jobs.batch import initial_status as api_rule
+
+    return api_rule(instance_type)
+
+
+def start(stack, execution_input: BatchExecutionInput) -> str:
+    return start_execution(
+        stack, "BatchTransformStateMachineArn", execution_input.model_dump(mode="json", exclude_none=True)
+    )
+
+
+def pending_approval(stack, job_id: str, timeout: float = 10) -> Approval:
+    """The request "Wait for an operator's approval" recorded (with its task token)."""
+    approvals = ApprovalStore(stack.client("dynamodb"), stack.deployment.outputs["ApprovalsTableName"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        approval = approvals.get(approval_id_for("batch", job_id))
+        if approval is not None:
+            return approval
+        time.sleep(0.05)
+    raise AssertionError(f"no approval requested for {job_id}")
+
+
+def call_api(lambda_context, evt: dict) -> dict:
+    return load_handler("api").lambda_handler(evt, lambda_context)
+
+
+def decide(stack, lambda_context, decision: str, approval_id: str, reason: str) -> dict:
+    """An operator (tenant platform) decides through the API, as POST /v1/approvals/{id}/approve|deny."""
+    evt = for_path_id(event(f"approval-{decision}", body={"reason": reason}), "approval_id", approval_id)
+    return call_api(lambda_context, evt)
 
 
 def run(stack, execution_input: BatchExecutionInput) -> dict:
@@ -103,7 +156,9 @@ def test_happy_path_the_transform_job_completes_and_the_job_records_its_output(s
     assert job.details["transform_job_name"] == f"{job.job_id}-1"
     assert job.details["attempts"] == 1
     assert job.details["instance_type"] == "ml.m5.large"
-    assert job.details["approval"] == "ml.m5.large needs no approval."
+    # No operator was asked: the type needs no approval.
+    assert "approval" not in job.details
+    assert "approval_id" not in job.details
 
     [created] = created_for(stack, job.job_id)
     assert created["model_name"] == "fraud-scorer-v7"
@@ -146,35 +201,113 @@ def test_catch_path_an_empty_input_prefix_fails_the_job_before_anything_runs(sta
     assert created_for(stack, job.job_id) == []
 
 
-def test_catch_path_a_large_instance_without_approval_fails_the_job_with_the_reason(stack):
-    execution_input = submit(stack, instance_type="ml.p3.2xlarge")
-    execution = run(stack, execution_input)
+def test_approval_path_an_operator_approves_and_the_transform_job_runs(stack, lambda_context):
+    execution_input = submit(stack, instance_type="ml.p3.2xlarge", join_with_input=True)
+    job_id = execution_input.job_id
+    execution_arn = start(stack, execution_input)
 
-    path = states_entered(stack, execution["executionArn"])
-    assert path[2:6] == ["Enforce instance approval", "Instance approved?", "Instance not approved", "Mark job failed"]
-    job = stack.store().get(execution_input.job_id)
-    assert job.status == JobStatus.FAILED
-    assert job.failure_reason.startswith("Instance type ml.p3.2xlarge needs an approval")
-    assert "ml.g4dn.xlarge" in job.failure_reason
-    assert "approved_by" in job.failure_reason
-    assert job.details["failure_type"] == "InstanceNotApproved"
-    assert created_for(stack, job.job_id) == []
-
-
-def test_happy_path_an_approved_large_instance_runs_and_the_approval_is_recorded(stack):
-    execution_input = submit(
-        stack, instance_type="ml.p3.2xlarge", approved_by="jane.doe@example.com", join_with_input=True
-    )
-    execution = run(stack, execution_input)
+    approval = pending_approval(stack, job_id)
+    # Waiting: nothing runs (and nothing bills) before an operator decides.
+    assert stack.store().get(job_id).status == JobStatus.AWAITING_APPROVAL
+    assert stack.store().get(job_id).details["approval_id"] == approval.approval_id
+    assert created_for(stack, job_id) == []
+    assert approval.task_token
+    assert (approval.instance_type, approval.instance_count, approval.requested_by) == ("ml.p3.2xlarge", 1, CALLER)
+    response = decide(stack, lambda_context, "approve", approval.approval_id, "Month-end run, FIN-2211")
+    assert response["statusCode"] == 200, response["body"]
+    execution = wait_for_execution(stack, execution_arn)
 
     assert execution["status"] == "SUCCEEDED"
-    job = stack.store().get(execution_input.job_id)
+    assert states_entered(stack, execution_arn) == [
+        *TO_APPROVAL,
+        "Wait for an operator's approval",
+        *TO_RUNNING[4:],
+        *ONE_ATTEMPT,
+        "Record output",
+        *SUCCESS_TAIL,
+    ]
+    job = stack.store().get(job_id)
     assert job.status == JobStatus.SUCCEEDED
-    assert job.details["approved_by"] == "jane.doe@example.com"
-    assert job.details["approval"] == "ml.p3.2xlarge approved by jane.doe@example.com."
-    [created] = created_for(stack, job.job_id)
+    assert job.details["approval"]["decision"] == "approved"
+    assert job.details["approval"]["by"] == "platform"
+    assert job.details["approval"]["reason"] == "Month-end run, FIN-2211"
+    [created] = created_for(stack, job_id)
     assert created["transform_resources"]["InstanceType"] == "ml.p3.2xlarge"
     assert created["data_processing"] == {"InputFilter": "$", "JoinSource": "Input", "OutputFilter": "$"}
+
+
+def test_approval_path_an_operator_denies_and_the_job_fails_with_the_reason(stack, lambda_context):
+    # Created QUEUED (as a dropped file's job is): the request step moves it to AWAITING_APPROVAL.
+    execution_input = submit(stack, instance_type="ml.g5.2xlarge", status=JobStatus.QUEUED)
+    job_id = execution_input.job_id
+    execution_arn = start(stack, execution_input)
+
+    approval = pending_approval(stack, job_id)
+    assert stack.store().get(job_id).status == JobStatus.AWAITING_APPROVAL
+    decide(stack, lambda_context, "deny", approval.approval_id, "ml.m5.xlarge is enough for this model")
+    assert wait_for_execution(stack, execution_arn)["status"] == "SUCCEEDED"
+
+    path = states_entered(stack, execution_arn)
+    assert path[len(TO_APPROVAL) :][:2] == ["Wait for an operator's approval", "Mark job failed"]
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.failure_reason == "Instance approval denied by platform: ml.m5.xlarge is enough for this model"
+    assert job.details["failure_type"] == "ApprovalDenied"
+    assert job.details["approval"]["decision"] == "denied"
+    assert created_for(stack, job_id) == []
+    [event] = stack.job_events(job_id, wait=2)
+    assert event["job"]["status"] == "FAILED"
+
+
+def test_timeout_path_a_self_attested_p4d_waits_then_fails_with_approval_timed_out(stack, lambda_context):
+    execution_input = submit(stack, instance_type="ml.p4d.24xlarge")
+    job_id = execution_input.job_id
+    # What the old API passed through: the caller's own word. The workflow no longer reads it.
+    raw = {**execution_input.model_dump(mode="json", exclude_none=True), "approved_by": "me@example.com"}
+    execution_arn = start_execution(stack, "BatchTransformStateMachineArn", raw)
+
+    approval = pending_approval(stack, job_id)
+    assert wait_for_execution(stack, execution_arn, timeout=30)["status"] == "SUCCEEDED"
+
+    path = states_entered(stack, execution_arn)
+    assert path[len(TO_APPROVAL) :][:3] == ["Wait for an operator's approval", "Approval timed out", "Mark job failed"]
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.FAILED
+    assert "approval timed out" in job.failure_reason.lower()
+    assert "1 x ml.p4d.24xlarge" in job.failure_reason
+    assert job.details["failure_type"] == "ApprovalTimedOut"
+    assert created_for(stack, job_id) == []
+    # Nobody can approve it any more, and it is not listed as pending.
+    listed = call_api(lambda_context, event("approvals-list"))
+    assert approval.approval_id not in {item["id"] for item in json.loads(listed["body"])["data"]}
+    late = decide(stack, lambda_context, "approve", approval.approval_id, "sorry, was on holiday")
+    assert late["statusCode"] == 409
+    assert json.loads(late["body"])["error"]["code"] == "approval_closed"
+
+
+def test_cancel_path_a_job_cancelled_while_awaiting_approval_never_runs(stack, lambda_context):
+    execution_input = submit(stack, instance_type="ml.p3.2xlarge")
+    job_id = execution_input.job_id
+    execution_arn = start(stack, execution_input)
+    approval = pending_approval(stack, job_id)
+    stack.store().update_details(job_id, execution_id=execution_arn)
+
+    cancel = for_path_id(as_caller(event("job-cancel"), CALLER), "job_id", job_id)
+    response = call_api(lambda_context, cancel)
+
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["status"] == "CANCELLED"
+    execution = wait_for_execution(stack, execution_arn)
+    # Stopped while it waited: nothing after the wait ran (AWS reports ABORTED; moto 5.2.5 ends a
+    # stopped callback wait as FAILED with States.Timeout, without running the Catch).
+    assert execution["status"] in {"ABORTED", "FAILED"}
+    assert states_entered(stack, execution_arn)[-1] == "Wait for an operator's approval"
+    approvals = ApprovalStore(stack.client("dynamodb"), stack.deployment.outputs["ApprovalsTableName"])
+    assert approvals.get(approval.approval_id).status == ApprovalStatus.WITHDRAWN
+    late = decide(stack, lambda_context, "approve", approval.approval_id, "go")
+    assert late["statusCode"] == 409
+    assert stack.store().get(job_id).status == JobStatus.CANCELLED
+    assert created_for(stack, job_id) == []
 
 
 def test_retry_path_a_transient_transform_failure_is_retried_under_a_new_job_name(stack):

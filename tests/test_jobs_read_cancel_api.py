@@ -306,7 +306,7 @@ def test_cancelling_a_finished_job_is_a_409_that_says_why(jobs, lambda_context, 
     error = assert_error(call(evt, lambda_context), evt, 409, "job_not_cancellable")
 
     assert f"already {final.value}" in error["message"]
-    assert "only QUEUED or RUNNING" in error["message"]
+    assert "only QUEUED, AWAITING_APPROVAL or RUNNING" in error["message"]
     assert error["details"] == {"status": final.value}
     assert jobs.store.get(JOB_ID).status == final
 

@@ -14,7 +14,7 @@ from samtranslator.yaml_helper import yaml_parse
 from sluice.jobs.async_inference import TRANSIENT_ERRORS
 from sluice.jobs.batch_policy import (
     classify_transform_failure,
-    enforce_instance_approval,
+    instance_approval,
     transform_name_prefix,
     transform_plan,
 )
@@ -60,18 +60,15 @@ def test_a_quota_failure_says_what_to_do():
 
 
 def test_instance_types_on_the_list_need_no_approval():
-    decision = enforce_instance_approval("ml.g4dn.xlarge", 2, None, WITHOUT_APPROVAL)
-    assert decision.approved
+    decision = instance_approval("ml.g4dn.xlarge", 2, WITHOUT_APPROVAL)
+    assert not decision.needs_approval
     assert decision.reason == "ml.g4dn.xlarge needs no approval."
 
 
-def test_larger_instance_types_need_an_approver():
-    refused = enforce_instance_approval("ml.p4d.24xlarge", 1, "   ", WITHOUT_APPROVAL)
-    assert not refused.approved
-    assert refused.reason.startswith("Instance type ml.p4d.24xlarge needs an approval: only ml.m5.large, ")
-    approved = enforce_instance_approval("ml.p4d.24xlarge", 1, " jane ", WITHOUT_APPROVAL)
-    assert approved.approved
-    assert approved.approved_by == "jane"
+def test_larger_instance_types_wait_for_an_operator_whatever_the_caller_says():
+    decision = instance_approval("ml.p4d.24xlarge", 10, WITHOUT_APPROVAL)
+    assert decision.needs_approval
+    assert decision.reason.startswith("10 x ml.p4d.24xlarge needs an operator's approval (only ml.m5.large, ")
 
 
 def test_transform_job_names_are_valid_sagemaker_names_and_distinct_per_job():
@@ -96,7 +93,8 @@ def test_the_sample_batch_input_plans_a_joined_transform_job():
 def test_batch_policy_sample_events_give_decisions(lambda_context):
     handler = load_handler("batch_policy").lambda_handler
     decision = handler(load_event("batch_policy/instance-approval.json"), lambda_context)
-    assert decision["approved"] is False
+    assert decision["needs_approval"] is True
+    assert decision["timeout_seconds"] == 24 * 3600  # ApprovalTimeoutHours' default
     assert decision["transform"]["name_prefix"] == "01JD7QB2W4X6Y8Z0A1B2C3D4EF"
     classification = handler(load_event("batch_policy/transform-failure.json"), lambda_context)
     assert classification == {
@@ -213,7 +211,8 @@ def test_every_task_is_bounded_writes_its_own_result_and_catches_its_failures(na
     tasks = {state_name: state for state_name, state in states.items() if state["Type"] == "Task"}
     assert tasks
     for state_name, task in tasks.items():
-        assert task.get("TimeoutSeconds"), state_name
+        # A wait for an operator is bounded by ApprovalTimeoutHours, in seconds computed at run time.
+        assert task.get("TimeoutSeconds") or task.get("TimeoutSecondsPath"), state_name
         assert "ResultPath" in task, state_name
         assert task["ResultPath"] != "$", state_name
         catches = task.get("Catch", [])
@@ -224,11 +223,12 @@ def test_every_task_is_bounded_writes_its_own_result_and_catches_its_failures(na
         "Mark job failed",
         "Stop transform job",
         "Transform quota exceeded",
+        "Approval timed out",
         "Failure not recorded",
         "Record notification failure",
         "Job announced",
     }
-    assert all(re.fullmatch(r"[A-Z][a-z]+( [a-z]+)*\??", state_name) for state_name in states), "sentence names"
+    assert all(re.fullmatch(r"[A-Z][a-z]+( [a-z']+)*\??", state_name) for state_name in states), "sentence names"
 
 
 @pytest.mark.parametrize(("name", "logical_id"), MACHINES.items())
@@ -249,6 +249,10 @@ def test_task_timeouts_cover_their_functions_timeouts(name, logical_id):
     for state_name, state in json.loads(text)["States"].items():
         function_key = state.get("Parameters", {}).get("FunctionName")
         if state["Type"] != "Task" or function_key is None:
+            continue
+        if state["Resource"].endswith(".waitForTaskToken"):
+            # Waits for an operator (ApprovalTimeoutHours); the function itself only records the request.
+            assert state["TimeoutSecondsPath"] == "$.approval.timeout_seconds", state_name
             continue
         lambda_tasks += 1
         timeout = resources[functions[function_key]]["Properties"].get("Timeout", globals_timeout)
@@ -278,4 +282,49 @@ def test_sample_inputs_are_valid_execution_inputs():
         "batch_policy",
         "job_notifier",
         "async_notifications",
+        "approval_request",
     }
+
+
+# ---------------------------------------------------------------------- approval requests
+def test_the_approval_request_step_stores_the_token_and_marks_the_job_awaiting_approval(aws, lambda_context):
+    from sluice.approvals.models import approval_id_for
+    from sluice.approvals.store import ApprovalStore
+    from sluice.jobs.store import JobStore
+    from tests.conftest import shared_client
+    from tests.jobs_support import APPROVALS_TABLE, JOBS_TABLE, create_approvals_table
+
+    dynamodb = shared_client("dynamodb")
+    dynamodb.create_table(
+        TableName=JOBS_TABLE,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+    )
+    create_approvals_table(dynamodb)
+    request = load_event("approval_request/request-approval.json")
+    jobs = JobStore(dynamodb, JOBS_TABLE)
+    jobs.create(
+        Job(job_id=request["job_id"], caller="team-risk", kind=JobKind.BATCH, model="m", input_location="s3://b/p/")
+    )
+    handler = load_handler("approval_request")
+    handler.approvals = ApprovalStore(dynamodb, APPROVALS_TABLE)
+    handler.jobs = jobs
+
+    answer = handler.lambda_handler(request, lambda_context)
+
+    approval_id = approval_id_for("batch", request["job_id"])
+    assert answer["approval_id"] == approval_id
+    stored = handler.approvals.get(approval_id)
+    assert stored.task_token == request["task_token"]
+    assert (stored.instance_type, stored.instance_count, stored.requested_by) == ("ml.p3.2xlarge", 2, "team-risk")
+    job = jobs.get(request["job_id"])
+    assert job.status == JobStatus.AWAITING_APPROVAL
+    assert job.details["approval_id"] == approval_id
+    # A retried step (new token) refreshes the pending request rather than failing.
+    handler.lambda_handler({**request, "task_token": "another-token"}, lambda_context)
+    assert handler.approvals.get(approval_id).task_token == "another-token"
+    # A job cancelled before its approval was asked gets none.
+    jobs.transition(request["job_id"], JobStatus.CANCELLED)
+    with pytest.raises(Exception, match="no approval asked"):
+        handler.lambda_handler({**request, "job_id": request["job_id"]}, lambda_context)

@@ -20,6 +20,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 KEY = "sk-sluice-e2e-local-key"
+OPERATOR_KEY = "sk-sluice-e2e-local-operator-key"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 START_TIMEOUT = 120
 
@@ -49,6 +50,7 @@ class Local:
             "SLUICE_LOCAL_AWS_PORT": str(self.ports["aws"]),
             "SLUICE_LOCAL_SAGEMAKER_PORT": str(self.ports["sagemaker"]),
             "SLUICE_LOCAL_API_KEY": KEY,
+            "SLUICE_LOCAL_OPERATOR_KEY": OPERATOR_KEY,
             "SLUICE_LOCAL_STATE_DIR": str(self.state_dir),
             "PYTHONUNBUFFERED": "1",
         }
@@ -387,3 +389,40 @@ def test_a_csv_dropped_into_the_bucket_gets_one_prediction_per_line(local):
     assert [p["label"] for p in predictions] == ["setosa", "virginica", "versicolor"]
     for prediction in predictions:
         assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_large_batch_job_waits_for_the_operator_key_then_really_runs(local):
+    from sluice.storage.keys import upload_key
+
+    bucket = _outputs(local)["DataBucketName"]
+    # Under the consumer's own uploads prefix (tenant local), wherever the key scheme puts it.
+    prefix = upload_key("local", "e2e-approval") + "/"
+    _aws(local, "s3").put_object(Bucket=bucket, Key=f"{prefix}rows.csv", Body=b"5.1,3.5,1.4,0.2\n")
+    request = {"model": "iris", "input_prefix": f"s3://{bucket}/{prefix}"}
+
+    status, _, job = local.request("POST", "/v1/batch-jobs", {**request, "instance_type": "ml.p3.2xlarge"})
+    assert status == 202, job
+    assert job["status"] == "AWAITING_APPROVAL"
+
+    def pending():
+        _, _, listed = local.request("GET", "/v1/approvals", key=OPERATOR_KEY)
+        return next((item for item in listed["data"] if item["job_id"] == job["id"]), None)
+
+    approval = _wait_for(pending, timeout=30)
+    assert (approval["instance_type"], approval["requested_by"]) == ("ml.p3.2xlarge", "local")
+    # The consumer key that submitted the job cannot approve it.
+    status, _, refused = local.request("POST", f"/v1/approvals/{approval['id']}/approve", {"reason": "mine"}, key=KEY)
+    assert (status, refused["error"]["code"]) == (403, "operator_required")
+    status, _, decided = local.request(
+        "POST", f"/v1/approvals/{approval['id']}/approve", {"reason": "e2e"}, key=OPERATOR_KEY
+    )
+    assert status == 200, decided
+
+    def finished():
+        _, _, current = local.request("GET", f"/v1/jobs/{job['id']}")
+        return current if current["status"] in ("SUCCEEDED", "FAILED") else None
+
+    done = _wait_for(finished, timeout=60)
+    assert done["status"] == "SUCCEEDED", done
+    assert done["details"]["approval"]["by"] == "platform"
+    assert [f["key"].rsplit("/", 1)[-1] for f in done["output_files"]] == ["rows.csv.out"]

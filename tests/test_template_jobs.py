@@ -52,3 +52,61 @@ def test_the_batch_drop_function_reads_the_drop_queue_reporting_item_failures(re
     # Lambda's advice: the queue's visibility timeout is at least six times the function's timeout.
     assert resources["BatchDropQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
     assert resources["BatchDropFunctionLogGroup"]["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["SluiceKey", "Arn"]}
+
+
+# --- approvals and the IAM backstop ------------------------------------------------------------------
+
+
+def statements(resource: dict) -> list[dict]:
+    found = []
+    for policy in resource["Properties"].get("Policies", []):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            # Conditional statements (Fn::If) are the extra buckets' and topics': not these.
+            if "Action" in statement:
+                found.append(statement)
+    return found
+
+
+def test_no_bug_can_create_a_transform_job_on_an_instance_type_nobody_listed(resources):
+    parameters = yaml_parse((ROOT / "template.yaml").read_text())["Parameters"]
+    machine = resources["BatchTransformStateMachine"]
+    creating = [s for s in statements(machine) if "sagemaker:CreateTransformJob" in str(s["Action"])]
+
+    assert len(creating) == 1
+    assert creating[0]["Action"] == "sagemaker:CreateTransformJob"
+    assert creating[0]["Condition"] == {
+        "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": {"Ref": "TransformInstanceTypes"}}
+    }
+    listed = parameters["TransformInstanceTypes"]["Default"].split(",")
+    assert set(parameters["BatchUnapprovedInstanceTypes"]["Default"].split(",")) <= set(listed)
+    assert "ml.p3.2xlarge" in listed
+    assert "ml.p4d.24xlarge" not in listed
+
+
+def test_the_approval_wait_and_the_api_see_the_stacks_approvals_table(resources):
+    table = resources["ApprovalsTable"]["Properties"]
+    assert table["SSESpecification"]["KMSMasterKeyId"] == {"Ref": "SluiceKey"}
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "ByStatus"
+    # Listing pending approvals never reads a task token.
+    assert index["Projection"]["ProjectionType"] == "INCLUDE"
+    assert "task_token" not in index["Projection"]["NonKeyAttributes"]
+    api = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert api["SLUICE_APPROVALS_TABLE"] == {"Ref": "ApprovalsTable"}
+    assert api["SLUICE_OPERATOR_PRINCIPALS"] == {"Fn::Join": [",", {"Ref": "OperatorPrincipals"}]}
+    request = resources["ApprovalRequestFunction"]["Properties"]["Environment"]["Variables"]
+    assert request["SLUICE_APPROVALS_TABLE"] == {"Ref": "ApprovalsTable"}
+    substitutions = resources["BatchTransformStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert substitutions["ApprovalRequestFunctionArn"] == {"Fn::GetAtt": ["ApprovalRequestFunction", "Arn"]}
+    policy = resources["BatchPolicyFunction"]["Properties"]["Environment"]["Variables"]
+    assert policy["SLUICE_APPROVAL_TIMEOUT_HOURS"] == {"Ref": "ApprovalTimeoutHours"}
+
+
+def test_the_api_may_only_resume_waiting_workflows_and_decide_approvals(resources):
+    api = statements(resources["ApiFunction"])
+    resume = [s for s in api if "states:SendTaskSuccess" in str(s["Action"])]
+    assert [s["Action"] for s in resume] == [["states:SendTaskSuccess", "states:SendTaskFailure"]]
+    on_approvals = [s for s in api if "ApprovalsTable" in str(s["Resource"])]
+    assert sorted(str(s["Action"]) for s in on_approvals) == sorted(
+        ["['dynamodb:GetItem', 'dynamodb:UpdateItem']", "dynamodb:Query"]
+    )

@@ -44,6 +44,7 @@ CALLBACK_TOPIC_CEILING = f"arn:aws:sns:{REGION}:{ACCOUNT}:*"
 CALLER_TOPIC_PATTERN = f"arn:aws:sns:{REGION}:{ACCOUNT}:caller-*"
 OTHER_CALLER = "team-fraud"
 OTHER_CALLER_TOPIC_PATTERN = f"arn:aws:sns:{REGION}:{ACCOUNT}:other-*"
+APPROVAL_TIMEOUT_HOURS = 0.0015
 
 # Every wait and retry of the workflows at its minimum.
 TEST_PARAMETERS = {
@@ -61,6 +62,8 @@ TEST_PARAMETERS = {
     "CatalogTtlSeconds": "5",
     "CallbackSettingsTtlSeconds": "5",
     "CallbackTopicArnPatterns": CALLBACK_TOPIC_CEILING,
+    # 0.0015 h = 5 s: long enough for a test to decide, short enough to wait out a timeout.
+    "ApprovalTimeoutHours": str(APPROVAL_TIMEOUT_HOURS),
 }
 
 
@@ -347,19 +350,26 @@ def _cancelled() -> Any:
 # ---------------------------------------------------------------------- executions
 def run_execution(stack: JobsStack, output_key: str, execution_input: dict[str, Any], timeout: float = 30) -> dict:
     """Start the state machine named by a stack output (execution named by job id, as submission does)."""
-    stepfunctions = stack.client("stepfunctions")
-    started = stepfunctions.start_execution(
+    return wait_for_execution(stack, start_execution(stack, output_key, execution_input), timeout)
+
+
+def start_execution(stack: JobsStack, output_key: str, execution_input: dict[str, Any]) -> str:
+    return stack.client("stepfunctions").start_execution(
         stateMachineArn=stack.deployment.outputs[output_key],
         name=execution_input["job_id"],
         input=json.dumps(execution_input),
-    )
+    )["executionArn"]
+
+
+def wait_for_execution(stack: JobsStack, execution_arn: str, timeout: float = 30) -> dict:
+    stepfunctions = stack.client("stepfunctions")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        execution = stepfunctions.describe_execution(executionArn=started["executionArn"])
+        execution = stepfunctions.describe_execution(executionArn=execution_arn)
         if execution["status"] != "RUNNING":
             return execution
         time.sleep(0.05)
-    raise AssertionError(f"execution {execution_input['job_id']} still running after {timeout} s")
+    raise AssertionError(f"execution {execution_arn} still running after {timeout} s")
 
 
 def history(stack: JobsStack, execution_arn: str) -> list[dict[str, Any]]:

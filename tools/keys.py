@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Create, list and revoke Sluice API keys against a deployed stack.
 
-    python tools/keys.py --stack STACK [--region R] create --tenant T [--name N] [--usage-plan-id ID]
+    python tools/keys.py --stack STACK [--region R] create --tenant T [--role consumer|operator]
+                                                        [--name N] [--usage-plan-id ID]
     python tools/keys.py --stack STACK list [--tenant T]
     python tools/keys.py --stack STACK revoke --key-id ID
     python tools/keys.py --stack STACK webhook-secret --tenant T [--rotate] [--kms-key-id K]
@@ -32,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "layers" / "slui
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sluice.auth import keys
+from sluice.auth import keys, roles
 from sluice.jobs import callback_topics, webhook_secrets
 
 TABLE_OUTPUT = "ApiKeysTableName"
 USAGE_PLAN_OUTPUT = "DefaultUsagePlanId"
-LIST_COLUMNS = ("key_id", "tenant", "name", "status", "created_at", "key_hint")
+LIST_COLUMNS = ("key_id", "tenant", "role", "name", "status", "created_at", "key_hint")
 
 
 class ToolError(Exception):
@@ -55,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     create = commands.add_parser("create", help="create a key; the plain key is printed once")
-    create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--tenant", required=True, help=f"lower-case letters, digits, '-' and '_' ({roles.TENANT_PATTERN})"
+    )
+    create.add_argument(
+        "--role",
+        choices=[role.value for role in roles.Role],
+        default=roles.Role.CONSUMER.value,
+        help="consumer (default): models and own jobs; operator: also operations routes such as approvals",
+    )
     create.add_argument("--name", default="", help="a label for people, e.g. who holds the key")
     create.add_argument(
         "--usage-plan-id", help=f"API Gateway usage plan (overrides the stack output {USAGE_PLAN_OUTPUT})"
@@ -142,6 +151,7 @@ def create(args: argparse.Namespace, clients: Clients) -> None:
         tenant=args.tenant,
         usage_plan_id=plan,
         name=args.name,
+        role=args.role,
     )
     record = created.record
     print("API key created. Store it now: it is shown only this once and cannot be shown again.")
@@ -150,6 +160,7 @@ def create(args: argparse.Namespace, clients: Clients) -> None:
     print()
     print(f"key id:      {record.key_id}")
     print(f"tenant:      {record.tenant}")
+    print(f"role:        {record.role}")
     if record.name:
         print(f"name:        {record.name}")
     print(f"usage plan:  {record.usage_plan_id}")

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from sluice import __version__
 from sluice.api_errors import error_response_parts
+from sluice.approvals.models import ApprovalList, DecidedApproval, DecisionRequest
 from sluice.auth.caller import caller_from_request_context
 from sluice.errors import RouteNotFound, SluiceError
 from sluice.inference.chat import create_chat_completion
@@ -76,7 +77,7 @@ def route(
 def request_context() -> RequestContext:
     raw = app.current_event.raw_event.get("requestContext") or {}
     ctx = RequestContext(request_id=raw.get("requestId", ""), caller=caller_from_request_context(raw))
-    logger.append_keys(caller=ctx.caller.identity, auth=ctx.caller.auth)
+    logger.append_keys(caller=ctx.caller.identity, auth=ctx.caller.auth, role=ctx.caller.role.value)
     app.append_context(sluice=ctx)
     return ctx
 
@@ -215,6 +216,39 @@ def get_one_job(job_id: str) -> Response:
 @route("POST", "/v1/jobs/<job_id>/cancel", "Cancel a QUEUED or RUNNING job", response=JobView)
 def post_cancel_job(job_id: str) -> Response:
     return ok(cancel_job(request_context(), job_id))
+
+
+@route("GET", "/v1/approvals", "Operators: pending approval requests, oldest first", response=ApprovalList)
+def get_approvals() -> Response:
+    from sluice.approvals.decisions import list_approvals
+
+    return ok(list_approvals(request_context()))
+
+
+@route(
+    "POST",
+    "/v1/approvals/<approval_id>/approve",
+    "Operators: approve a request; its job goes on",
+    request=DecisionRequest,
+    response=DecidedApproval,
+)
+def post_approve(approval_id: str) -> Response:
+    from sluice.approvals.decisions import decide_approval
+
+    return ok(decide_approval(request_context(), approval_id, "approve", raw_body()))
+
+
+@route(
+    "POST",
+    "/v1/approvals/<approval_id>/deny",
+    "Operators: deny a request; its job fails with the reason",
+    request=DecisionRequest,
+    response=DecidedApproval,
+)
+def post_deny(approval_id: str) -> Response:
+    from sluice.approvals.decisions import decide_approval
+
+    return ok(decide_approval(request_context(), approval_id, "deny", raw_body()))
 
 
 @route("GET", "/v1/docs", "This API's OpenAPI document (?format=json) or its Swagger UI")

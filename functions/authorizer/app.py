@@ -18,8 +18,12 @@ TABLE = os.environ["SLUICE_API_KEYS_TABLE"]
 def lambda_handler(event: dict, _context: object) -> dict:
     try:
         decision = authorize(event, dynamodb=dynamodb, table=TABLE)
-    except Unauthorized:
-        logger.info("request refused", extra={"method_arn": event.get("methodArn")})
+    except Unauthorized as refused:
+        logger.info("request refused", extra={"method_arn": event.get("methodArn"), "reason": refused.reason})
         raise
-    logger.info("request allowed", extra={"tenant": decision["principalId"], "key_id": decision["context"]["key_id"]})
+    context = decision["context"]
+    logger.info(
+        "request allowed",
+        extra={"tenant": decision["principalId"], "key_id": context["key_id"], "role": context["role"]},
+    )
     return decision

@@ -1,8 +1,9 @@
-"""Workflow decisions of statemachines/batch_transform: "Enforce instance approval" and "Classify failure".
+"""Workflow decisions of statemachines/batch_transform: "Check instance approval" and "Classify failure".
 
 Input: {"decision": "instance_approval", "job": <BatchExecutionInput>} or
 {"decision": "transform_failure", "job": <BatchExecutionInput>, "transform_job_name", "failure_reason"}.
-Pure decisions, logged for the audit trail; the state machine's Choice states act on them.
+Pure decisions, logged; the state machine's Choice states act on them. Whether an instance needs an
+approval is decided here from the stack's settings; the approval itself comes from an operator.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from sluice.jobs.batch_policy import classify_transform_failure, enforce_instance_approval, transform_plan
+from sluice.jobs.batch_policy import classify_transform_failure, instance_approval, transform_plan
 from sluice.jobs.models import BatchExecutionInput
-from sluice.settings import get_settings
+from sluice.settings import approval_timeout_seconds, get_settings
 from sluice.telemetry import logger, tracer
 
 
@@ -36,20 +37,15 @@ def lambda_handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
         request = InstanceApproval.model_validate(event)
         job = request.job
         logger.append_keys(job_id=job.job_id)
-        decision = enforce_instance_approval(
-            job.instance_type, job.instance_count, job.approved_by, get_settings().batch_unapproved_instance_types
-        )
-        # The audit trail of a cost decision: who approved which instance for which job.
-        logger.info("instance approval", extra={"caller": job.caller, **decision.model_dump()})
+        settings = get_settings()
+        decision = instance_approval(job.instance_type, job.instance_count, settings.batch_unapproved_instance_types)
+        logger.info("instance approval checked", extra={"caller": job.caller, **decision.model_dump()})
         return {
             **decision.model_dump(mode="json"),
+            # How long "Wait for an operator's approval" waits (ApprovalTimeoutHours, in seconds).
+            "timeout_seconds": approval_timeout_seconds(settings),
             # Recorded on the job when it starts running.
-            "record": {
-                "instance_type": decision.instance_type,
-                "instance_count": decision.instance_count,
-                "approval": decision.reason,
-                **({"approved_by": decision.approved_by} if decision.approved_by else {}),
-            },
+            "record": {"instance_type": decision.instance_type, "instance_count": decision.instance_count},
             "transform": transform_plan(job).model_dump(mode="json"),
         }
     failure = TransformFailure.model_validate(event)

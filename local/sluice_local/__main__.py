@@ -38,9 +38,16 @@ def banner(started: Started) -> str:
         else ""
     )
     key_line = (
-        f"  API key      {key}   (generated now and shown once; set SLUICE_LOCAL_API_KEY to choose it)"
+        f"  API key      {key}   (consumer, tenant local; generated now, set SLUICE_LOCAL_API_KEY to choose it)"
         if started.key_generated
-        else f"  API key      {key}   (from SLUICE_LOCAL_API_KEY)"
+        else f"  API key      {key}   (consumer, tenant local; from SLUICE_LOCAL_API_KEY)"
+    )
+    operator = started.operator_key
+    key_line += (
+        f"\n  Operator key {operator}   (operator, tenant platform; generated now, set SLUICE_LOCAL_OPERATOR_KEY"
+        " to choose it)"
+        if started.operator_key_generated
+        else f"\n  Operator key {operator}   (operator, tenant platform; from SLUICE_LOCAL_OPERATOR_KEY)"
     )
     weights = ", ".join(f"{version} {int(weight * 100)}%" for version, weight in VARIANTS)
     return f"""
@@ -67,6 +74,8 @@ Try it (in another terminal):
   python -c 'from openai import OpenAI; c = OpenAI(base_url="{api}/v1", api_key="{key}"); \\
   r = c.chat.completions.create(model="chat", messages=[{{"role": "user", "content": "Hi"}}]); \\
   print(r.choices[0].message.content)'
+
+  curl -s {api}/v1/approvals -H "Authorization: Bearer {operator}"    # operators: pending approvals
 
   GET {api}/v1/models lists every model with a description and an example request.
 Ctrl-C stops everything.

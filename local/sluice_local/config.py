@@ -25,6 +25,8 @@ class LocalConfig:
     bedrock_port: int = field(default_factory=lambda: _port("SLUICE_LOCAL_BEDROCK_PORT", 0))
     # The local API key; generated (and printed once) when unset.
     api_key: str | None = field(default_factory=lambda: os.environ.get("SLUICE_LOCAL_API_KEY") or None)
+    # The local operator key (tenant `platform`, which also owns dropped files' jobs); generated when unset.
+    operator_key: str | None = field(default_factory=lambda: os.environ.get("SLUICE_LOCAL_OPERATOR_KEY") or None)
     stack_name: str = field(default_factory=lambda: os.environ.get("SLUICE_LOCAL_STACK", "sluice-local"))
     region: str = field(default_factory=lambda: os.environ.get("SLUICE_LOCAL_REGION", "us-east-1"))
     # Model artifacts and other files local mode writes (git-ignored).

@@ -14,6 +14,7 @@ import socket
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from inspect import signature
 
 from moto.core.config import default_user_config
 from moto.server import ThreadedMotoServer
@@ -60,6 +61,7 @@ def start_moto(host: str, port: int) -> MotoServer:
         # HTTP on localhost:$MOTO_PORT (default 5000): tell it the port actually bound.
         _set_env("MOTO_PORT", str(real_port), moto._undo)
         _enable_state_machine_execution(moto)
+        moto._undo.append(_keep_task_failure_causes())
         moto._undo.append(moto_events.install())
     except BaseException:
         moto.stop()
@@ -103,6 +105,27 @@ def _enable_state_machine_execution(moto: MotoServer) -> None:
     plain = stepfunctions_models.stepfunctions_backends
     stepfunctions_models.stepfunctions_backends = stepfunctions_parser_backends
     moto._undo.append(lambda: setattr(stepfunctions_models, "stepfunctions_backends", plain))
+
+
+def _keep_task_failure_causes() -> Callable[[], None]:
+    """SendTaskFailure's `cause` reaches the waiting task, as on AWS (moto 5.2.5's handler drops it, so a
+    denied approval's reason would be lost). Returns the undo."""
+    from moto.core.responses import EmptyResult
+    from moto.stepfunctions.responses import StepFunctionResponse
+
+    original = StepFunctionResponse.send_task_failure
+
+    def send_task_failure(self: StepFunctionResponse) -> EmptyResult:
+        backend = self.stepfunction_backend
+        # Only the interpreter's backend takes a cause (the plain one ignores failures altogether).
+        extra = (
+            {"cause": self._get_param("cause")} if "cause" in signature(backend.send_task_failure).parameters else {}
+        )
+        backend.send_task_failure(self._get_param("taskToken"), error=self._get_param("error"), **extra)
+        return EmptyResult()
+
+    StepFunctionResponse.send_task_failure = send_task_failure
+    return lambda: setattr(StepFunctionResponse, "send_task_failure", original)
 
 
 def _set_env(name: str, value: str, undo: list[Callable[[], None]]) -> None:

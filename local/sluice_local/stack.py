@@ -42,6 +42,9 @@ class Started:
     skipped: list[Any]
     models: dict[str, str] = field(default_factory=dict)
     created: list[Any] = field(default_factory=list)  # by local mode through the APIs (deploy.Created)
+    # The operator key (tenant platform): approvals and the other operations routes.
+    operator_key: str = ""
+    operator_key_generated: bool = False
 
 
 class LocalStack:
@@ -145,7 +148,7 @@ class LocalStack:
         self._store_catalog(deployment)
         _register_endpoint(sagemaker)
         _register_async_endpoint(sagemaker, deployment.outputs)
-        api_key, generated = self._create_api_key(deployment)
+        api_key, generated, operator_key, operator_generated = self._create_api_keys(deployment)
 
         api = load_api(config.template, "PublicApi")
         gateway = LocalApiGateway(api, runner.invoke, region=config.region)
@@ -160,6 +163,8 @@ class LocalStack:
             bedrock_url=bedrock_url,
             api_key=api_key,
             key_generated=generated,
+            operator_key=operator_key,
+            operator_key_generated=operator_generated,
             buckets=buckets,
             resources=deployment.resources,
             skipped=list(deployment.skipped),
@@ -174,22 +179,34 @@ class LocalStack:
             Name=name, Value=json.dumps(catalog), Type="String", Tier="Advanced", Overwrite=True
         )
 
-    def _create_api_key(self, deployment: Any) -> tuple[str, bool]:
+    def _create_api_keys(self, deployment: Any) -> tuple[str, bool, str, bool]:
+        """A consumer key (tenant `local`) and an operator key (tenant `platform`)."""
         from sluice.auth.keys import create_key
 
         apigateway = boto3.client("apigateway")
         # The template's usage plan belongs to the REST API, which local mode serves itself.
         plan = apigateway.create_usage_plan(name=f"{self.config.stack_name}-local")
-        created = create_key(
-            dynamodb=boto3.client("dynamodb"),
-            apigateway=apigateway,
-            table=deployment.resources["ApiKeysTable"],
-            tenant="local",
-            usage_plan_id=plan["id"],
-            name="make local",
-            plain_key=self.config.api_key,
+        created = {}
+        for tenant, role, plain_key in (
+            ("local", "consumer", self.config.api_key),
+            ("platform", "operator", self.config.operator_key),
+        ):
+            created[role] = create_key(
+                dynamodb=boto3.client("dynamodb"),
+                apigateway=apigateway,
+                table=deployment.resources["ApiKeysTable"],
+                tenant=tenant,
+                usage_plan_id=plan["id"],
+                name=f"make local ({role})",
+                plain_key=plain_key,
+                role=role,
+            ).plain_key
+        return (
+            created["consumer"],
+            self.config.api_key is None,
+            created["operator"],
+            self.config.operator_key is None,
         )
-        return created.plain_key, self.config.api_key is None
 
     # ------------------------------------------------------------------ down
     def stop(self) -> None:

@@ -70,8 +70,14 @@ class UploadNotFound(SluiceError):
     status, code, type = 404, "upload_not_found", "not_found_error"
 
 
-class ApprovalRequired(SluiceError):
-    status, code, type = 403, "approval_required", "permission_error"
+class OperatorRequired(SluiceError):
+    """An operations route (approvals, and later training, deployments, budgets) called by a consumer."""
+
+    status, code, type = 403, "operator_required", "permission_error"
+
+
+class ApprovalNotFound(SluiceError):
+    status, code, type = 404, "approval_not_found", "not_found_error"
 
 
 class LocationNotAllowed(SluiceError):
@@ -92,6 +98,12 @@ class JobNotCancellable(Conflict):
 
 class IdempotencyKeyInProgress(Conflict):
     code = "idempotency_key_in_progress"
+
+
+class ApprovalClosed(Conflict):
+    """The approval was already decided, expired or was withdrawn (its job cancelled)."""
+
+    code = "approval_closed"
 
 
 class PayloadTooLarge(SluiceError):

@@ -45,6 +45,9 @@ class Settings:
     # Attempts per backend call, first one included: 2 absorbs a transient throttle without eating
     # API Gateway's 29 s budget.
     backend_max_attempts: int = field(default_factory=lambda: int(_env("SLUICE_BACKEND_MAX_ATTEMPTS", "2")))
+    # IAM principals (role ARNs after a session is mapped to its role; fnmatch wildcards) that are
+    # operators on the IAM API (stack parameter OperatorPrincipals). Empty: no IAM caller is an operator.
+    operator_principals: tuple[str, ...] = field(default_factory=lambda: _list(_env("SLUICE_OPERATOR_PRINCIPALS", "")))
     metrics_namespace: str = field(default_factory=lambda: _env("POWERTOOLS_METRICS_NAMESPACE", "Sluice"))
 
     # ---- jobs (async inference, batch transform)
@@ -130,8 +133,18 @@ class Settings:
     # Owner of the jobs started by files dropped under batch-input/<model>/ (write access to that
     # prefix is the authorisation; the caller named here sees the jobs in GET /v1/jobs).
     batch_drop_caller: str = field(default_factory=lambda: _env("SLUICE_BATCH_DROP_CALLER", "platform"))
+    # Approvals (sluice.approvals): pending requests, decided by operators.
+    approvals_table: str = field(default_factory=lambda: _env("SLUICE_APPROVALS_TABLE", "sluice-approvals"))
+    # How long a request waits for an operator before its job fails with "approval timed out"
+    # (stack parameter ApprovalTimeoutHours; fractions of an hour let tests wait seconds).
+    approval_timeout_hours: float = field(default_factory=lambda: float(_env("SLUICE_APPROVAL_TIMEOUT_HOURS", "24")))
     # GET /v1/jobs/{id} of a finished batch job presigns at most this many output files.
     batch_output_urls_max: int = field(default_factory=lambda: int(_env("SLUICE_BATCH_OUTPUT_URLS_MAX", "50")))
+
+
+def approval_timeout_seconds(settings: Settings) -> int:
+    """The approval wait in whole seconds (Step Functions' unit), at least one."""
+    return max(1, round(settings.approval_timeout_hours * 3600))
 
 
 @cache

@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from sluice.auth.keys import hash_key
+from sluice.auth.roles import parse_role, tenant_problem
 
 
 class Unauthorized(Exception):
-    """API Gateway turns an authorizer failing with exactly "Unauthorized" into a 401."""
+    """API Gateway turns an authorizer failing with exactly "Unauthorized" into a 401.
 
-    def __init__(self) -> None:
+    `reason` is for the log only: the caller learns nothing beyond the 401."""
+
+    def __init__(self, reason: str = "no valid key") -> None:
         super().__init__("Unauthorized")
+        self.reason = reason
 
 
 def bearer_token(headers: dict[str, str] | None) -> str | None:
@@ -34,11 +38,19 @@ def api_wide_resource(method_arn: str) -> str:
 def authorize(event: dict[str, Any], *, dynamodb: Any, table: str) -> dict[str, Any]:
     token = bearer_token(event.get("headers"))
     if token is None:
-        raise Unauthorized()
+        raise Unauthorized("no bearer token")
     item = dynamodb.get_item(TableName=table, Key={"key_hash": {"S": hash_key(token)}}).get("Item")
     if not item or item.get("status", {}).get("S") != "active":
-        raise Unauthorized()
+        raise Unauthorized("unknown or revoked key")
     tenant = item["tenant"]["S"]
+    # A record written around tools/keys.py (by hand, an old tool) must not smuggle in an odd identity.
+    problem = tenant_problem(tenant)
+    if problem:
+        raise Unauthorized(f"stored key {item.get('key_id', {}).get('S', '?')} has an invalid tenant: {problem}")
+    try:
+        role = parse_role(item.get("role", {}).get("S"))
+    except ValueError as error:
+        raise Unauthorized(f"stored key {item.get('key_id', {}).get('S', '?')} has an invalid role: {error}") from None
     return {
         "principalId": tenant,
         "policyDocument": {
@@ -47,6 +59,6 @@ def authorize(event: dict[str, Any], *, dynamodb: Any, table: str) -> dict[str, 
                 {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": api_wide_resource(event["methodArn"])}
             ],
         },
-        "context": {"tenant": tenant, "key_id": item["key_id"]["S"], "auth": "api_key"},
+        "context": {"tenant": tenant, "key_id": item["key_id"]["S"], "auth": "api_key", "role": role.value},
         "usageIdentifierKey": item["usage_key_value"]["S"],
     }

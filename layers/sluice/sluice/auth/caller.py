@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sluice.auth.roles import Role, principal_role
 from sluice.errors import Unauthenticated
+from sluice.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,12 @@ class Caller:
     identity: str
     auth: str
     key_id: str | None = None
+    # consumer or operator (sluice.auth.roles): operations routes need an operator.
+    role: Role = Role.CONSUMER
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == Role.OPERATOR
 
 
 # arn:<partition>:sts::<account>:assumed-role/<role>/<session>
@@ -32,8 +40,12 @@ def principal_identity(user_arn: str) -> str:
 def caller_from_request_context(request_context: dict[str, Any]) -> Caller:
     authorizer = request_context.get("authorizer") or {}
     if authorizer.get("tenant"):
-        return Caller(identity=authorizer["tenant"], auth="api_key", key_id=authorizer.get("key_id"))
+        # Only the authorizer writes this context; anything but "operator" is a consumer.
+        role = Role.OPERATOR if authorizer.get("role") == Role.OPERATOR.value else Role.CONSUMER
+        return Caller(identity=authorizer["tenant"], auth="api_key", key_id=authorizer.get("key_id"), role=role)
     identity = request_context.get("identity") or {}
     if identity.get("userArn"):
-        return Caller(identity=principal_identity(identity["userArn"]), auth="iam")
+        principal = principal_identity(identity["userArn"])
+        role = principal_role(principal, get_settings().operator_principals)
+        return Caller(identity=principal, auth="iam", role=role)
     raise Unauthenticated("No credentials: send 'Authorization: Bearer <api key>' or sign the request with SigV4.")

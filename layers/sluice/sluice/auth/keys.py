@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sluice.auth.roles import Role, parse_role, validate_tenant
+
 KEY_PREFIX = "sk-sluice-"
 KEY_ID_INDEX = "KeyIdIndex"
 
@@ -42,6 +44,7 @@ class ApiKeyRecord:
     usage_plan_id: str
     key_hint: str
     revoked_at: str | None = None
+    role: str = Role.CONSUMER.value
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> ApiKeyRecord:
@@ -54,6 +57,8 @@ class ApiKeyRecord:
             usage_plan_id=item.get("usage_plan_id", {}).get("S", ""),
             key_hint=item.get("key_hint", {}).get("S", ""),
             revoked_at=item.get("revoked_at", {}).get("S"),
+            # Keys created before roles existed are consumers.
+            role=item.get("role", {}).get("S") or Role.CONSUMER.value,
         )
 
 
@@ -76,10 +81,12 @@ def create_key(
     usage_plan_id: str,
     name: str = "",
     plain_key: str | None = None,
+    role: str = Role.CONSUMER.value,
 ) -> CreatedKey:
-    """Create a key for `tenant` on `usage_plan_id`; `plain_key` lets local mode fix a known key."""
-    if not tenant or not tenant.strip():
-        raise ValueError("tenant must not be empty")
+    """Create a key for `tenant` (sluice.auth.roles.TENANT_PATTERN) with `role` on `usage_plan_id`;
+    `plain_key` lets local mode fix a known key."""
+    validate_tenant(tenant)
+    key_role = parse_role(role)
     if not usage_plan_id or not usage_plan_id.strip():
         raise ValueError("usage_plan_id must not be empty")
     plain_key = plain_key or new_plain_key()
@@ -98,6 +105,7 @@ def create_key(
         created_at=_now(),
         usage_plan_id=usage_plan_id,
         key_hint=plain_key[: len(KEY_PREFIX) + 4] + "...",
+        role=key_role.value,
     )
     try:
         apigateway.create_usage_plan_key(usagePlanId=usage_plan_id, keyId=usage_key["id"], keyType="API_KEY")
@@ -114,6 +122,7 @@ def create_key(
                 "usage_key_id": {"S": usage_key["id"]},
                 "usage_key_value": {"S": usage_key["value"]},
                 "key_hint": {"S": record.key_hint},
+                "role": {"S": key_role.value},
             },
             ConditionExpression="attribute_not_exists(key_hash)",
         )

@@ -4,8 +4,9 @@ Where a batch job may read and write: in the stack's data bucket, only the calle
 (uploads/<caller>/, async/<caller>/ and batch-output/<caller>/ to read; batch-output/<caller>/ to
 write), so no caller can score, or copy out, another caller's data. Buckets listed in
 settings.batch_extra_buckets (stack parameter BatchExtraBuckets) are open to every caller. The state
-machine checks the input again and enforces the instance approval policy; the checks here only
-answer sooner and more clearly.
+machine checks the input again and decides again whether the instance needs an operator's approval;
+the checks here only answer sooner and more clearly. A job that needs an approval is created
+AWAITING_APPROVAL and its workflow waits for an operator (sluice.approvals).
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sluice.catalog.models import ModelEntry, SageMakerBackend
-from sluice.errors import ApprovalRequired, InvalidRequest, LocationNotAllowed
+from sluice.errors import InvalidRequest, LocationNotAllowed
 from sluice.inference.context import RequestContext
 from sluice.inference.routing import resolve_model
 from sluice.inference.validation import validation_failed
 from sluice.jobs import idempotency, services
-from sluice.jobs.batch_policy import enforce_instance_approval
+from sluice.jobs.batch_policy import needs_approval
 from sluice.jobs.callback_topics import check_callback_topic
-from sluice.jobs.models import Job, JobKind
+from sluice.jobs.models import Job, JobKind, JobStatus
 from sluice.jobs.starting import new_job_id, start_batch
 from sluice.jobs.views import BatchJobRequest
 from sluice.providers.errors import from_client_error
@@ -70,7 +71,6 @@ def submit_batch(
             ]
         )
     instance_type = request.instance_type or settings.batch_default_instance_type
-    check_approval(instance_type, request.instance_count, request.approved_by)
     input_bucket, input_prefix = parse_s3_uri(request.input_prefix)
     check_location(caller, input_bucket, input_prefix, "input_prefix", _READABLE)
     check_callback_topic(
@@ -92,6 +92,7 @@ def submit_batch(
             input_location=request.input_prefix,
             output_location=output,
             callback=request.callback,
+            status=initial_status(instance_type),
             details=batch_details(
                 model_name=model_name,
                 content_type=content_type,
@@ -102,7 +103,6 @@ def submit_batch(
                 instance_count=request.instance_count,
                 join_with_input=request.join_with_input,
                 max_payload_mb=request.max_payload_mb,
-                approved_by=request.approved_by,
             ),
         )
         job = services.store().create(job)
@@ -143,13 +143,11 @@ def batch_model_name(name: str, entry: ModelEntry) -> str:
     return backend.model_name
 
 
-def check_approval(instance_type: str, instance_count: int, approved_by: str | None) -> None:
-    """The state machine's own decision (sluice.jobs.batch_policy), answered before anything is created."""
-    decision = enforce_instance_approval(
-        instance_type, instance_count, approved_by, get_settings().batch_unapproved_instance_types
-    )
-    if not decision.approved:
-        raise ApprovalRequired(decision.reason, param="approved_by")
+def initial_status(instance_type: str) -> JobStatus:
+    """The state machine's own rule (sluice.jobs.batch_policy): a job that will wait for an operator says so."""
+    if needs_approval(instance_type, get_settings().batch_unapproved_instance_types):
+        return JobStatus.AWAITING_APPROVAL
+    return JobStatus.QUEUED
 
 
 def check_location(caller: str, bucket: str, prefix: str, field: str, own_prefixes: tuple[str, ...]) -> None:

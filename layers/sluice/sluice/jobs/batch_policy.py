@@ -1,7 +1,8 @@
-"""Batch transform decisions: may this instance type run, and is a failed transform job worth retrying?
+"""Batch transform decisions: does this instance type need an operator's approval, and is a failed
+transform job worth retrying?
 
 Both are pure functions of their input and the settings, so the state machine's Choice states act
-on a decision that is logged (who approved what) and unit-testable.
+on a decision that is logged and unit-testable. The approval itself is an operator's (sluice.approvals).
 """
 
 from __future__ import annotations
@@ -17,33 +18,30 @@ from sluice.jobs.status import MAX_REASON_CHARS
 from sluice.storage.keys import s3_uri
 
 
-class ApprovalDecision(BaseModel):
-    approved: bool
+class InstanceApproval(BaseModel):
+    needs_approval: bool
     reason: str
     instance_type: str
     instance_count: int
-    approved_by: str | None = None
 
 
-def enforce_instance_approval(
-    instance_type: str, instance_count: int, approved_by: str | None, without_approval: tuple[str, ...]
-) -> ApprovalDecision:
+def needs_approval(instance_type: str, without_approval: tuple[str, ...]) -> bool:
+    return instance_type not in without_approval
+
+
+def instance_approval(instance_type: str, instance_count: int, without_approval: tuple[str, ...]) -> InstanceApproval:
     """Types in `without_approval` (settings.batch_unapproved_instance_types) run as asked; any other
-    type (larger than ml.g4dn.xlarge by default) needs `approved_by`, the person who approved it."""
-    approver = (approved_by or "").strip() or None
+    type (larger than ml.g4dn.xlarge by default) waits for an operator's approval. Nothing the caller
+    sends can change this: the caller is not the approver."""
     facts: dict[str, Any] = {"instance_type": instance_type, "instance_count": instance_count}
-    if instance_type in without_approval:
-        return ApprovalDecision(approved=True, reason=f"{instance_type} needs no approval.", **facts)
-    if approver:
-        return ApprovalDecision(
-            approved=True, reason=f"{instance_type} approved by {approver}.", approved_by=approver, **facts
-        )
+    if not needs_approval(instance_type, without_approval):
+        return InstanceApproval(needs_approval=False, reason=f"{instance_type} needs no approval.", **facts)
     allowed = ", ".join(without_approval) or "none"
-    return ApprovalDecision(
-        approved=False,
+    return InstanceApproval(
+        needs_approval=True,
         reason=(
-            f"Instance type {instance_type} needs an approval: only {allowed} run without one. "
-            "Resubmit with approved_by naming who approved the cost, or choose one of those types."
+            f"{instance_count} x {instance_type} needs an operator's approval (only {allowed} run without one); "
+            "the job waits for it (AWAITING_APPROVAL)."
         ),
         **facts,
     )

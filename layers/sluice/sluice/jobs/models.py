@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class JobStatus(StrEnum):
     QUEUED = "QUEUED"
+    # Its instance type needs an operator's approval (sluice.approvals); its workflow waits.
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -24,7 +26,12 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 # A job only moves forward: duplicate or late notifications can never undo a final state.
 ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.AWAITING_APPROVAL, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.AWAITING_APPROVAL: frozenset(
+        {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
     JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
@@ -107,6 +114,5 @@ class BatchExecutionInput(BaseModel):
     instance_type: str
     instance_count: int = Field(ge=1)
     join_with_input: bool = False
-    approved_by: str | None = None
     max_payload_mb: int = Field(default=6, ge=1, le=6)
     callback: Callback | None = None

@@ -42,8 +42,9 @@ def list_jobs(ctx: RequestContext, query: JobListQuery) -> JobList:
 
 
 def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
-    """QUEUED or RUNNING -> CANCELLED first (so nothing can finish the job afterwards), then the work
-    is stopped: the Step Functions execution and, for batch, the transform job."""
+    """QUEUED, AWAITING_APPROVAL or RUNNING -> CANCELLED first (so nothing can finish the job afterwards),
+    then the work is stopped: the Step Functions execution, for batch the transform job, and a pending
+    approval is withdrawn (no operator is asked about a job that no longer runs)."""
     job = _own_job(ctx, job_id)
     store = services.store()
     cancelled = None
@@ -55,13 +56,15 @@ def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
         final = store.get(job_id) or job
         raise JobNotCancellable(
             f"Job '{job_id}' is already {final.status.value} and cannot be cancelled; "
-            "only QUEUED or RUNNING jobs can be.",
+            "only QUEUED, AWAITING_APPROVAL or RUNNING jobs can be.",
             param="job_id",
             details={"status": final.status.value},
         )
     stopped = {"execution": _stop_execution(cancelled, ctx.caller.identity)}
     if cancelled.kind == JobKind.BATCH:
         stopped["transform_job"] = _stop_transform_job(cancelled)
+    if cancelled.details.get("approval_id"):
+        stopped["approval"] = _withdraw_approval(cancelled, ctx.caller.identity)
     # The audit trail of a control action: who stopped what.
     logger.info(
         "job cancelled",
@@ -93,6 +96,13 @@ def _stop_execution(job: Job, caller: str) -> str:
         logger.warning("could not stop the execution", extra={"job_id": job.job_id, "execution": arn, "code": code})
         return f"failed: {code}"
     return "stopped"
+
+
+def _withdraw_approval(job: Job, caller: str) -> str:
+    from sluice.approvals.decisions import withdraw_for_job
+
+    withdrawn = withdraw_for_job(job.details["approval_id"], by=caller, reason="job cancelled before a decision")
+    return "withdrawn" if withdrawn else "already closed"
 
 
 def _stop_transform_job(job: Job) -> str:

@@ -94,7 +94,6 @@ def batch_execution_input(job: Job) -> BatchExecutionInput:
         instance_type=details["instance_type"],
         instance_count=details["instance_count"],
         join_with_input=details["join_with_input"],
-        approved_by=details.get("approved_by"),
         max_payload_mb=details["max_payload_mb"],
         callback=job.callback,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from sluice.jobs.models import Callback, Job, JobKind, JobStatus
 from sluice.storage.keys import parse_s3_uri
@@ -53,8 +54,19 @@ class BatchJobRequest(BaseModel):
     instance_count: int = Field(default=1, ge=1)
     join_with_input: bool = False
     max_payload_mb: int = Field(default=6, ge=1, le=6)
-    approved_by: str | None = Field(default=None, min_length=1, max_length=256)
+    # Refused: an approval is an operator's decision (POST /v1/approvals/{id}/approve), never the caller's word.
+    approved_by: SkipJsonSchema[Any] = None
     callback: Callback | None = None
+
+    @field_validator("approved_by", mode="before")
+    @classmethod
+    def _no_self_approval(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "is not accepted: a caller cannot approve its own instance type. A job whose instance "
+                "type needs an approval waits (AWAITING_APPROVAL) until an operator approves it."
+            )
+        return None
 
     @field_validator("input_prefix", "output_prefix")
     @classmethod
