@@ -23,6 +23,8 @@ ASYNC_PREFIX = "async"
 UPLOADS_PREFIX = "uploads"
 BATCH_DROP_PREFIX = "batch-input"
 BATCH_OUTPUT_PREFIX = "batch-output"
+# The exact version of a dropped file, copied for its job: nothing but the drop function writes here.
+BATCH_PINNED_PREFIX = "batch-pinned"
 
 # Far below S3's 1024-byte key limit, leaving room for the top folder, job id and file names.
 MAX_SEGMENT_CHARS = 160
@@ -108,6 +110,21 @@ def batch_drop_model(key: str) -> str | None:
     if len(parts) >= 3 and parts[0] == BATCH_DROP_PREFIX and parts[1] and parts[-1]:
         return parts[1]
     return None
+
+
+def batch_drop_name(key: str) -> str:
+    """The dropped file's path below `batch-input/<model>/`, kept in its pinned copy and output names."""
+    return key.split("/", 2)[2]
+
+
+def pinned_input_prefix(caller: str, job_id: str) -> str:
+    """Where a dropped file's exact version is copied for its job (the job's only input)."""
+    return f"{caller_prefix(BATCH_PINNED_PREFIX, caller)}{job_id}/input/"
+
+
+def pinned_manifest_key(caller: str, job_id: str) -> str:
+    """The SageMaker manifest naming the pinned copy, and nothing else, for the transform job."""
+    return f"{caller_prefix(BATCH_PINNED_PREFIX, caller)}{job_id}/manifest.json"
 
 
 def batch_output_prefix(caller: str, job_id: str) -> str:
