@@ -13,8 +13,8 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from sluice.jobs.batch_policy import transform_plan
 from sluice.jobs import services
+from sluice.jobs.batch_policy import transform_plan
 from sluice.jobs.drop import drop_job_id
 from sluice.jobs.models import BatchExecutionInput, JobKind, JobStatus
 from sluice.providers import clients
