@@ -52,3 +52,31 @@ def test_the_batch_drop_function_reads_the_drop_queue_reporting_item_failures(re
     # Lambda's advice: the queue's visibility timeout is at least six times the function's timeout.
     assert resources["BatchDropQueue"]["Properties"]["VisibilityTimeout"] >= 6 * function["Timeout"]
     assert resources["BatchDropFunctionLogGroup"]["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["SluiceKey", "Arn"]}
+
+
+def test_the_drop_function_may_pin_dropped_versions_and_nothing_more_of_the_bucket(resources):
+    statements = {
+        statement["Sid"]: statement
+        for policy in resources["BatchDropFunction"]["Properties"]["Policies"]
+        for statement in policy["Statement"]
+    }
+    s3 = {
+        sid: (statement["Action"], statement["Resource"])
+        for sid, statement in statements.items()
+        if any(str(action).startswith("s3:") for action in _as_list(statement["Action"]))
+    }
+
+    # CopyObject of a VersionId needs GetObjectVersion on the source, PutObject on the target only.
+    assert s3 == {
+        "ReadTheDroppedVersion": (
+            ["s3:GetObject", "s3:GetObjectVersion"],
+            {"Fn::Sub": "${DataBucket.Arn}/batch-input/*"},
+        ),
+        "PinTheDroppedVersionForItsJob": ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/batch-pinned/*"}),
+    }
+    services = statements["UseTheEncryptedTableAndQueue"]["Condition"]["StringEquals"]["kms:ViaService"]
+    assert {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"} in services
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
