@@ -324,3 +324,35 @@ def test_a_pin_that_s3_throttles_is_retried_and_the_retry_starts_the_job(jobs, l
 
     assert handle(sqs_event([body], ["msg-slow"]), lambda_context) == {"batchItemFailures": []}
     assert s3_text(started_input(jobs, job_id).input_prefix) == ROWS
+
+
+def test_an_unversioned_drop_overwritten_before_it_was_pinned_is_not_scored_in_its_place(jobs, lambda_context):
+    """Without a version id the copy is conditional on the notified ETag. moto ignores CopySourceIfMatch,
+    so the test records the condition sent and answers as S3 does for a changed object (412)."""
+    from botocore.exceptions import ClientError
+
+    key = "batch-input/iris/unversioned.csv"
+    body = {"Records": [s3_record(key, body=b"1,1,1,1\n")]}
+    obj = body["Records"][0]["s3"]["object"]
+    obj["versionId"] = None
+    sent: list[dict] = []
+
+    def changed_since(params, **_):
+        sent.append(dict(params))
+        raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "At least one failed"}}, "CopyObject")
+
+    s3 = services.s3()
+    s3.meta.events.register("before-parameter-build.s3.CopyObject", changed_since)
+    try:
+        answer = handle(sqs_event([body]), lambda_context)
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.CopyObject", changed_since)
+
+    assert answer == {"batchItemFailures": []}
+    assert [call["CopySourceIfMatch"] for call in sent] == [f'"{obj["eTag"]}"']
+    assert "VersionId" not in str(sent[0]["CopySource"])
+    (item,) = jobs.all_jobs()
+    job = jobs.store.get(item["job_id"]["S"])
+    assert job.status == JobStatus.FAILED
+    assert "could not be pinned" in job.failure_reason
+    assert jobs.executions(jobs.batch_arn) == []

@@ -113,7 +113,8 @@ def handle_record(record: dict[str, Any]) -> DropOutcome:
             logger.info("duplicate drop delivery", extra={"job_id": job.job_id, "key": key})
             return DropOutcome(key=key, job_id=job.job_id, outcome="duplicate")
         job = existing  # created by an attempt that did not get to start it
-    if job.status == JobStatus.QUEUED:
+    # (A job recorded before drops were pinned has no pinned_input: it starts as it was recorded.)
+    if job.status == JobStatus.QUEUED and "pinned_input" in job.details:
         refused = pin_dropped_object(job, source)
         if refused is not None:
             job = store.transition(job.job_id, JobStatus.FAILED, failure_reason=refused) or job
