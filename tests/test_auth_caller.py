@@ -8,7 +8,7 @@ import pytest
 
 from sluice.auth.caller import Caller, caller_from_request_context
 from sluice.auth.roles import Role, require_operator, tenant_problem
-from sluice.errors import OperatorRequired, Unauthenticated
+from sluice.errors import IdentityNotAccepted, OperatorRequired, Unauthenticated
 from sluice.settings import get_settings
 from tests.conftest import load_event
 
@@ -161,3 +161,55 @@ def test_valid_tenant_names(tenant):
 )
 def test_invalid_tenant_names(tenant):
     assert tenant_problem(tenant)
+
+
+# --- principals that cannot identify a caller ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "user_arn",
+    [
+        "arn:aws:sts::123456789012:federated-user/bob",
+        "arn:aws-us-gov:sts::123456789012:federated-user/alice@example.com",
+    ],
+)
+def test_a_federated_user_cannot_claim_a_name_it_chose_itself(user_arn):
+    """Any IAM user can GetFederationToken with Name=bob: two of them would share bob's jobs and prefixes."""
+    context = api_request_context()
+    context["identity"].update(userArn=user_arn, caller="123456789012:bob", user="123456789012:bob")
+
+    with pytest.raises(IdentityNotAccepted) as raised:
+        caller_from_request_context(context)
+
+    assert raised.value.status == 403
+    assert raised.value.code == "identity_not_accepted"
+    assert "GetFederationToken" in raised.value.message
+    assert raised.value.details == {"principal_kind": "federated-user"}
+
+
+@pytest.mark.parametrize(
+    "user_arn",
+    [
+        "arn:aws:sts::123456789012:assumed-role/too/many/parts",
+        "arn:aws:iam::123456789012:group/admins",
+        "arn:aws:iam::123456789012:user/*",
+        "arn:aws:sts::123456789012:root",
+        "anonymous",
+    ],
+)
+def test_an_unknown_principal_kind_is_refused_not_trusted_by_accident(user_arn):
+    context = api_request_context()
+    context["identity"]["userArn"] = user_arn
+
+    with pytest.raises(IdentityNotAccepted) as raised:
+        caller_from_request_context(context)
+
+    assert raised.value.status == 403
+    assert raised.value.details == {"principal_kind": "unknown"}
+
+
+def test_an_iam_user_with_a_path_keeps_its_full_arn():
+    context = api_request_context()
+    context["identity"]["userArn"] = "arn:aws:iam::123456789012:user/division/a_b"
+
+    assert caller_from_request_context(context).identity == "arn:aws:iam::123456789012:user/division/a_b"

@@ -434,3 +434,31 @@ def test_cancel_path_a_stopped_transform_job_ends_the_job_cancelled(stack):
     job = stack.store().get(execution_input.job_id)
     assert job.status == JobStatus.CANCELLED
     assert job.details["transform_job_name"] == f"{job.job_id}-1"
+
+
+def test_a_dropped_file_is_scored_through_its_manifest_not_as_a_prefix(stack):
+    """A drop's execution input names a manifest: the transform job reads ManifestFile, not S3Prefix."""
+    job_id = new_job_id()
+    pinned = f"batch-pinned/{CALLER}/{job_id}/input/"
+    manifest_key = f"batch-pinned/{CALLER}/{job_id}/manifest.json"
+    s3 = stack.client("s3")
+    s3.put_object(Bucket=stack.bucket, Key=f"{pinned}rows.csv", Body=b"1,2\n")
+    s3.put_object(Bucket=stack.bucket, Key=manifest_key, Body=b'[{"prefix": "s3://b/x/"}, "rows.csv"]')
+    execution_input = submit(stack, files=0)
+    execution_input = execution_input.model_copy(
+        update={"job_id": job_id, "input_prefix": f"{pinned}rows.csv", "input_manifest_key": manifest_key}
+    )
+    stack.store().create(
+        Job(job_id=job_id, caller=CALLER, kind=JobKind.BATCH, model="fraud-batch", input_location="s3://b/k")
+    )
+    stack.transforms.statuses[f"{job_id}-1"] = [("Completed", "")]
+
+    execution = run(stack, execution_input)
+
+    assert execution["status"] == "SUCCEEDED"
+    assert states_entered(stack, execution["executionArn"])[:8] == [*TO_RUNNING, "Start transform job"]
+    [created] = created_for(stack, job_id)
+    assert created["transform_input"]["DataSource"] == {
+        "S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": s3_uri(stack.bucket, manifest_key)}
+    }
+    assert stack.store().get(job_id).status == JobStatus.SUCCEEDED

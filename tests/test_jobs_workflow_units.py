@@ -86,7 +86,8 @@ def test_the_sample_batch_input_plans_a_joined_transform_job():
         BatchExecutionInput.model_validate_json((STATEMACHINES / "batch_transform.input.json").read_text())
     )
     assert plan.join_source == "Input"
-    assert plan.input_uri == "s3://sluice-data-123456789012-us-east-1/batch-input/fraud-batch/2026-11-23/"
+    assert plan.input_uri == "s3://sluice-data-123456789012-us-east-1/uploads/team-risk/2026-11-23/"
+    assert plan.input_data_type == "S3Prefix"
     assert (plan.content_type, plan.accept, plan.split_type, plan.max_payload_mb) == ("text/csv", "text/csv", "Line", 6)
 
 

@@ -94,6 +94,7 @@ def _start(
     content_type: str = "text/csv",
     strategy: str = "MultiRecord",
     data_processing: dict[str, str] | None = None,
+    data_type: str = "S3Prefix",
     **extra: Any,
 ) -> tuple[str, str]:
     name = f"t-{uuid.uuid4().hex[:12]}"
@@ -104,7 +105,7 @@ def _start(
         "BatchStrategy": strategy,
         "MaxPayloadInMB": 6,
         "TransformInput": {
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/{prefix}"}},
+            "DataSource": {"S3DataSource": {"S3DataType": data_type, "S3Uri": f"s3://{BUCKET}/{prefix}"}},
             "ContentType": content_type,
             "SplitType": "Line",
         },
@@ -158,6 +159,31 @@ def test_csv_rows_become_one_prediction_line_each(s3, sagemaker):
     assert len(predictions) == len(ROWS)
     assert all(_is_prediction(p) for p in predictions)
     assert [p["label"] for p in predictions] == LABELS
+
+
+def test_a_manifest_scores_the_objects_it_lists_and_not_their_look_alikes(s3, sagemaker):
+    s3.put_object(Bucket=BUCKET, Key="pinned/job-1/input/day/rows.csv", Body=_csv(ROWS))
+    s3.put_object(Bucket=BUCKET, Key="pinned/job-1/input/day/rows.csv.bak", Body=b"not,a,row\n")
+    manifest = [{"prefix": f"s3://{BUCKET}/pinned/job-1/input/"}, "day/rows.csv"]
+    s3.put_object(Bucket=BUCKET, Key="pinned/job-1/manifest.json", Body=json.dumps(manifest).encode())
+
+    name, out = _start(sagemaker, "pinned/job-1/manifest.json", data_type="ManifestFile")
+    job = _wait(sagemaker, name)
+
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    assert _outputs(s3, out) == [f"{out}day/rows.csv.out"]
+    assert [p["label"] for p in _lines(s3, f"{out}day/rows.csv.out")] == LABELS
+
+
+def test_a_manifest_that_is_not_one_fails_the_job_saying_so(s3, sagemaker):
+    s3.put_object(Bucket=BUCKET, Key="pinned/bad-manifest.json", Body=b'{"prefix": "s3://x/"}')
+
+    name, out = _start(sagemaker, "pinned/bad-manifest.json", data_type="ManifestFile")
+    job = _wait(sagemaker, name)
+
+    assert job["TransformJobStatus"] == "Failed"
+    assert "is not [" in job["FailureReason"]
+    assert _outputs(s3, out) == []
 
 
 def test_json_lines_records_single_record_joined_with_the_input(s3, sagemaker):

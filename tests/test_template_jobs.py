@@ -110,3 +110,41 @@ def test_the_api_may_only_resume_waiting_workflows_and_decide_approvals(resource
     assert sorted(str(s["Action"]) for s in on_approvals) == sorted(
         ["['dynamodb:GetItem', 'dynamodb:UpdateItem']", "dynamodb:Query"]
     )
+
+
+def test_the_drop_function_may_pin_dropped_versions_and_nothing_more_of_the_bucket(resources):
+    statements = {
+        statement["Sid"]: statement
+        for policy in resources["BatchDropFunction"]["Properties"]["Policies"]
+        for statement in policy["Statement"]
+    }
+    s3 = {
+        sid: (statement["Action"], statement["Resource"])
+        for sid, statement in statements.items()
+        if any(str(action).startswith("s3:") for action in _as_list(statement["Action"]))
+    }
+
+    # CopyObject of a VersionId needs GetObjectVersion on the source, PutObject on the target only.
+    assert s3 == {
+        "ReadTheDroppedVersion": (
+            ["s3:GetObject", "s3:GetObjectVersion"],
+            {"Fn::Sub": "${DataBucket.Arn}/batch-input/*"},
+        ),
+        "PinTheDroppedVersionForItsJob": ("s3:PutObject", {"Fn::Sub": "${DataBucket.Arn}/batch-pinned/*"}),
+    }
+    services = statements["UseTheEncryptedTableAndQueue"]["Condition"]["StringEquals"]["kms:ViaService"]
+    assert {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"} in services
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_the_batch_workflow_may_check_a_dropped_files_pinned_copy(resources):
+    """Drops are scored from their pinned copy: 'Check input exists' lists that prefix, or every drop fails."""
+    from sluice.storage.keys import BATCH_PINNED_PREFIX
+
+    (listing,) = [
+        s for s in statements(resources["BatchTransformStateMachine"]) if s.get("Sid") == "CheckTheInputPrefix"
+    ]
+    assert f"{BATCH_PINNED_PREFIX}/*" in listing["Condition"]["StringLike"]["s3:prefix"]

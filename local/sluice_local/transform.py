@@ -13,8 +13,8 @@ Accepted at creation, as SageMaker does: a ModelName unknown to SageMaker is a V
 
 What a job does:
 
-- lists every object under TransformInput.DataSource.S3DataSource.S3Uri (S3Prefix) in the embedded
-  S3, in key order, each processed on its own (records of two objects never share a mini-batch);
+- lists every object under TransformInput.DataSource.S3DataSource.S3Uri (S3Prefix; ManifestFile: see
+  below) in the embedded S3, in key order, each processed on its own (records of two objects never share a mini-batch);
   CompressionType Gzip is decompressed;
 - SplitType Line: one record per non-empty line; None: the whole object is one record;
 - DataProcessing.InputFilter (a JSONPath, see below) selects what of each record goes to the model;
@@ -57,7 +57,10 @@ JSONPath filters: SageMaker's documented subset: `$`, `.name`, `.*`, `['a','b']`
 indexes allowed) and slices `[a:b]`, whose end is **inclusive** as SageMaker documents (`$[1:4]` is the
 second to fifth columns). A CSV row is a JSON array of its columns.
 
-Not emulated: ManifestFile / AugmentedManifestFile data sources, RecordIO / TFRecord splits,
+S3DataType ManifestFile reads the objects the manifest lists (`[{"prefix": ...}, "key", ...]`) and
+nothing else; outputs are named after the entries (`<S3OutputPath>/<entry>.out`).
+
+Not emulated: AugmentedManifestFile data sources, RecordIO / TFRecord splits,
 MaxConcurrentTransforms (mini-batches run one after another), the model's Environment (the model
 process is already running), DataCaptureConfig, instance counts and types.
 """
@@ -274,7 +277,11 @@ class TransformRunner:
             raise _ObjectFailed(f'ClientError: Could not find model "{model_arn}": no local model process serves it.')
         spec = _JobSpec.from_job(job, self.split_predictions)
         s3 = self._client()
-        keys = _list_objects(s3, spec.input_bucket, spec.input_prefix)
+        if spec.manifest:
+            # The manifest's objects, exactly: its prefix names their folder (and the output names).
+            spec.input_bucket, spec.input_prefix, keys = _read_manifest(s3, spec.input_bucket, spec.input_prefix)
+        else:
+            keys = _list_objects(s3, spec.input_bucket, spec.input_prefix)
         if not keys:
             raise _ObjectFailed(
                 f'ClientError: No S3 objects found under S3 URL "{spec.input_uri}" given in input data source. '
@@ -310,6 +317,7 @@ class _JobSpec:
     input_uri: str
     input_bucket: str
     input_prefix: str
+    manifest: bool
     output_bucket: str
     output_prefix: str
     content_type: str | None
@@ -332,8 +340,10 @@ class _JobSpec:
         transform_input = job.transform_input or {}
         source = (transform_input.get("DataSource") or {}).get("S3DataSource") or {}
         data_type = source.get("S3DataType", "S3Prefix")
-        if data_type != "S3Prefix":
-            raise _ObjectFailed(f"ClientError: S3DataType {data_type} is not emulated locally (S3Prefix only).")
+        if data_type not in ("S3Prefix", "ManifestFile"):
+            raise _ObjectFailed(
+                f"ClientError: S3DataType {data_type} is not emulated locally (S3Prefix or ManifestFile only)."
+            )
         split_type = transform_input.get("SplitType") or "None"
         if split_type not in ("Line", "None"):
             raise _ObjectFailed(f"ClientError: SplitType {split_type} is not emulated locally (Line or None).")
@@ -358,6 +368,7 @@ class _JobSpec:
             input_uri=input_uri,
             input_bucket=input_bucket,
             input_prefix=input_prefix,
+            manifest=data_type == "ManifestFile",
             output_bucket=output_bucket,
             output_prefix=output_prefix,
             content_type=content_type,
@@ -541,6 +552,29 @@ def _list_objects(s3: Any, bucket: str, prefix: str) -> list[str]:
         return [item["Key"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")]
     except ClientError as exc:
         raise _ObjectFailed(f"ClientError: could not list s3://{bucket}/{prefix}: {exc}") from None
+
+
+def _read_manifest(s3: Any, bucket: str, key: str) -> tuple[str, str, list[str]]:
+    """SageMaker's manifest: `[{"prefix": "s3://bucket/folder/"}, "relative/key", ...]`."""
+    where = f"s3://{bucket}/{key}"
+    try:
+        document = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        raise _ObjectFailed(f"ClientError: could not read the manifest {where}: {exc}") from None
+    except ValueError:
+        raise _ObjectFailed(f"ClientError: the manifest {where} is not JSON.") from None
+    if (
+        not isinstance(document, list)
+        or not document
+        or not isinstance(document[0], dict)
+        or not isinstance(document[0].get("prefix"), str)
+        or not all(isinstance(entry, str) and entry for entry in document[1:])
+    ):
+        raise _ObjectFailed(
+            f'ClientError: the manifest {where} is not [{{"prefix": "s3://bucket/prefix/"}}, "key", ...].'
+        )
+    prefix_bucket, prefix = _parse_s3(document[0]["prefix"], "manifest prefix")
+    return prefix_bucket, prefix, [prefix + entry for entry in document[1:]]
 
 
 def _invoke(

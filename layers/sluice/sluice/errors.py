@@ -50,6 +50,12 @@ class Unauthenticated(SluiceError):
     status, code, type = 401, "unauthenticated", "authentication_error"
 
 
+class IdentityNotAccepted(SluiceError):
+    """A SigV4 principal that cannot identify a caller: a name anyone may choose, or a kind Sluice does not know."""
+
+    status, code, type = 403, "identity_not_accepted", "permission_error"
+
+
 class ModelForbidden(SluiceError):
     status, code, type = 403, "model_not_allowed", "permission_error"
 

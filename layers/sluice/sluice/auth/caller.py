@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sluice.auth.roles import Role, principal_role
-from sluice.errors import Unauthenticated
+from sluice.errors import IdentityNotAccepted, Unauthenticated
 from sluice.settings import get_settings
 
 
@@ -27,14 +27,34 @@ class Caller:
 
 # arn:<partition>:sts::<account>:assumed-role/<role>/<session>
 _ASSUMED_ROLE = re.compile(r"^arn:(?P<partition>[^:]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/[^/]+$")
+# The principal kinds whose ARN names one principal that AWS keeps unique: IAM users and roles (with
+# their path) and the account root. Role sessions are mapped to their role above.
+_IAM_PRINCIPAL = re.compile(r"^arn:[a-z-]+:iam::\d{12}:(?:root|user/[^*?$]+|role/[^*?$]+)$")
+_FEDERATED_USER = re.compile(r"^arn:[a-z-]+:sts::\d{12}:federated-user/")
 
 
 def principal_identity(user_arn: str) -> str:
-    """A role session is identified by its role, so catalog rules are written once per role, not per session."""
+    """A role session is identified by its role, so catalog rules are written once per role, not per session.
+
+    A federated user (GetFederationToken) is refused: its name is whatever the IAM user who minted the
+    token chose, so two different users could both call themselves `federated-user/bob` and share
+    every job and prefix. Any other principal kind Sluice does not know is refused too, rather than
+    trusted by accident."""
     match = _ASSUMED_ROLE.match(user_arn)
-    if match is None:
-        return user_arn
-    return f"arn:{match['partition']}:iam::{match['account']}:role/{match['role']}"
+    if match is not None:
+        return f"arn:{match['partition']}:iam::{match['account']}:role/{match['role']}"
+    if _FEDERATED_USER.match(user_arn):
+        raise IdentityNotAccepted(
+            "Federated users (sts:GetFederationToken) are not accepted: their name is chosen by whoever "
+            "mints the token, so it cannot identify a caller. Sign with an IAM role session or an IAM user.",
+            details={"principal_kind": "federated-user"},
+        )
+    if not _IAM_PRINCIPAL.match(user_arn):
+        raise IdentityNotAccepted(
+            "This kind of AWS principal is not accepted as a caller; sign with an IAM role session or an IAM user.",
+            details={"principal_kind": "unknown"},
+        )
+    return user_arn
 
 
 def caller_from_request_context(request_context: dict[str, Any]) -> Caller:

@@ -33,9 +33,9 @@ from sluice.storage.keys import (
     BATCH_OUTPUT_PREFIX,
     UPLOADS_PREFIX,
     batch_output_prefix,
+    caller_prefix,
     parse_s3_uri,
     s3_uri,
-    safe_caller,
 )
 
 _READABLE = (UPLOADS_PREFIX, ASYNC_PREFIX, BATCH_OUTPUT_PREFIX)
@@ -154,7 +154,7 @@ def check_location(caller: str, bucket: str, prefix: str, field: str, own_prefix
     settings = get_settings()
     if bucket in settings.batch_extra_buckets:
         return
-    mine = [f"{top}/{safe_caller(caller)}/" for top in own_prefixes]
+    mine = [caller_prefix(top, caller) for top in own_prefixes]
     if bucket == settings.data_bucket and any(prefix.startswith(own) and len(prefix) > len(own) for own in mine):
         return
     if bucket == settings.data_bucket:

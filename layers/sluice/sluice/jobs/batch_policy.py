@@ -111,6 +111,8 @@ class TransformPlan(BaseModel):
 
     name_prefix: str  # the job id as a SageMaker name; the attempt number is appended
     model_name: str
+    # ManifestFile: input_uri is a manifest listing exactly what to score; S3Prefix: every object under it.
+    input_data_type: Literal["S3Prefix", "ManifestFile"]
     input_uri: str
     output_uri: str
     content_type: str
@@ -139,7 +141,8 @@ def transform_plan(job: BatchExecutionInput) -> TransformPlan:
     return TransformPlan(
         name_prefix=transform_name_prefix(job.job_id),
         model_name=job.model_name,
-        input_uri=s3_uri(job.input_bucket, job.input_prefix),
+        input_data_type="ManifestFile" if job.input_manifest_key else "S3Prefix",
+        input_uri=s3_uri(job.input_bucket, job.input_manifest_key or job.input_prefix),
         output_uri=s3_uri(job.output_bucket, job.output_prefix),
         content_type=job.content_type,
         accept=job.accept or job.content_type,

@@ -105,6 +105,9 @@ class BatchExecutionInput(BaseModel):
     model_name: str  # the SageMaker model the transform job runs
     input_bucket: str
     input_prefix: str
+    # A SageMaker manifest (key in input_bucket) naming exactly the objects to score; None: every
+    # object under input_prefix. A dropped file is scored through one, from its pinned copy.
+    input_manifest_key: str | None = None
     output_bucket: str
     output_prefix: str
     content_type: str

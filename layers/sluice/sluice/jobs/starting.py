@@ -77,7 +77,9 @@ def start_async(job: Job, entry: ModelEntry) -> None:
 def batch_execution_input(job: Job) -> BatchExecutionInput:
     """Built from the job row alone, so a retried start sends exactly the same input."""
     details = job.details
-    input_bucket, input_prefix = parse_s3_uri(job.input_location)
+    # A dropped file is scored from its pinned copy, through a manifest naming only that copy.
+    input_bucket, input_prefix = parse_s3_uri(details.get("pinned_input") or job.input_location)
+    manifest = details.get("input_manifest")
     output_bucket, output_prefix = parse_s3_uri(job.output_location or "")
     return BatchExecutionInput(
         job_id=job.job_id,
@@ -86,6 +88,7 @@ def batch_execution_input(job: Job) -> BatchExecutionInput:
         model_name=details["model_name"],
         input_bucket=input_bucket,
         input_prefix=input_prefix,
+        input_manifest_key=parse_s3_uri(manifest)[1] if manifest else None,
         output_bucket=output_bucket,
         output_prefix=output_prefix,
         content_type=details["content_type"],
