@@ -110,6 +110,18 @@ def catalog_document() -> dict:
 
 
 @pytest.fixture
+def jobs(aws, catalog_document, monkeypatch):
+    """The jobs stack of tests/jobs_support.py (tables, bucket, topics, settings) in moto, for API-level job tests."""
+    from sluice.settings import get_settings
+    from tests.jobs_support import create_jobs_stack
+
+    stack = create_jobs_stack(monkeypatch, catalog_document)
+    yield stack
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
 def aws():
     """moto for every AWS call the test makes, with Sluice's process-wide caches emptied around it."""
     from aws_lambda_powertools.utilities import parameters

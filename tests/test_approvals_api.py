@@ -26,7 +26,6 @@ from tests.jobs_support import (
     as_caller,
     as_consumer,
     as_operator,
-    create_jobs_stack,
     for_path_id,
 )
 
@@ -34,14 +33,6 @@ JOB_ID = "job-0123456789abcdef0123456789abcdef"
 TOKEN = "AQCEAAAAKgAAAAMAAAAAAAAAAtoken-of-the-waiting-execution=="
 IAM_OPERATOR = "arn:aws:sts::123456789012:assumed-role/platform-oncall/alice"
 IAM_CONSUMER = "arn:aws:sts::123456789012:assumed-role/batch-scorer/nightly"
-
-
-@pytest.fixture
-def jobs(aws, catalog_document, monkeypatch):
-    stack = create_jobs_stack(monkeypatch, catalog_document)
-    yield stack
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def approvals() -> ApprovalStore:

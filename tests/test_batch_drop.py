@@ -11,8 +11,6 @@ import json
 import random
 from urllib.parse import unquote_plus
 
-import pytest
-
 from sluice.jobs import services
 from sluice.jobs.batch_policy import transform_plan
 from sluice.jobs.drop import drop_job_id
@@ -20,18 +18,10 @@ from sluice.jobs.models import BatchExecutionInput, JobKind, JobStatus
 from sluice.providers import clients
 from sluice.settings import get_settings
 from tests.conftest import load_event, load_handler, shared_client
-from tests.jobs_support import DATA_BUCKET, IRIS_MODEL_NAME, create_jobs_stack, failing_starts
+from tests.jobs_support import DATA_BUCKET, IRIS_MODEL_NAME, failing_starts
 
 SAMPLE = load_event("batch_drop/s3-objects-created.json")
 ROWS = b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"
-
-
-@pytest.fixture
-def jobs(aws, catalog_document, monkeypatch):
-    stack = create_jobs_stack(monkeypatch, catalog_document)
-    yield stack
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def handle(event: dict, lambda_context) -> dict:

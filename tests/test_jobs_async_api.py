@@ -23,20 +23,11 @@ from tests.jobs_support import (
     UPLOAD_TICKETS_TABLE,
     as_caller,
     calls_recorded,
-    create_jobs_stack,
     for_model,
     set_setting,
 )
 
 IRIS_ROWS = b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
-
-
-@pytest.fixture
-def jobs(aws, catalog_document, monkeypatch):
-    stack = create_jobs_stack(monkeypatch, catalog_document)
-    yield stack
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def submit(lambda_context, *, body: bytes | str | None = IRIS_ROWS, key: str | None = None, **headers: str | None):

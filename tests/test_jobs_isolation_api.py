@@ -11,23 +11,14 @@ import copy
 
 import pytest
 
-from sluice.settings import get_settings
 from sluice.storage.keys import BATCH_OUTPUT_PREFIX, UPLOADS_PREFIX, batch_output_prefix, caller_prefix
 from tests.api_support import assert_error, body_of, call, event, set_header
-from tests.jobs_support import DATA_BUCKET, create_jobs_stack
+from tests.jobs_support import DATA_BUCKET
 
 SLASH = "arn:aws:iam::123456789012:user/a/b"
 UNDERSCORE = "arn:aws:iam::123456789012:user/a_b"
 ROWS = b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"
 JOB_ROUTES = ("job-get", "job-cancel")
-
-
-@pytest.fixture
-def jobs(aws, catalog_document, monkeypatch):
-    stack = create_jobs_stack(monkeypatch, catalog_document)
-    yield stack
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def as_iam(evt: dict, user_arn: str) -> dict:

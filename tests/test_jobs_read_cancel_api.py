@@ -11,17 +11,9 @@ from sluice.jobs.models import Job, JobKind, JobStatus
 from sluice.settings import get_settings
 from tests.api_support import assert_error, body_of, call, event
 from tests.conftest import shared_client
-from tests.jobs_support import DATA_BUCKET, as_caller, create_jobs_stack
+from tests.jobs_support import DATA_BUCKET, as_caller
 
 JOB_ID = "job-0123456789abcdef0123456789abcdef"  # the id in events/api/job-*.json
-
-
-@pytest.fixture
-def jobs(aws, catalog_document, monkeypatch):
-    stack = create_jobs_stack(monkeypatch, catalog_document)
-    yield stack
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def a_job(job_id: str = JOB_ID, caller: str = "acme", kind: JobKind = JobKind.ASYNC, **fields) -> Job:
