@@ -141,3 +141,42 @@ def test_served_over_http(gateway):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE", "PUT", "OPTIONS", "TRACE", "PROPFIND"])
+def test_unknown_method_is_api_gateway_403_not_501_html(gateway, method):
+    gw, functions = gateway
+    server = gw.serve("127.0.0.1", 0)
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_address[1]}/v1/models",
+            method=method,
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 403
+        assert refused.value.headers["Content-Type"] == "application/json"
+        assert "Missing Authentication Token" in json.loads(refused.value.read())["error"]["message"]
+        assert functions.of("ApiFunction") == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_request_http_cannot_parse_gets_json_not_an_html_page(gateway):
+    import socket
+
+    gw, _ = gateway
+    server = gw.serve("127.0.0.1", 0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5) as conn:
+            conn.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+            answer = conn.recv(65536).decode()
+        head, _, body = answer.partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 400")
+        assert "<html" not in answer.lower()
+        assert json.loads(body) == {"message": "Bad Request"}
+    finally:
+        server.shutdown()
+        server.server_close()
