@@ -136,11 +136,11 @@ def test_catch_path_a_client_error_fails_the_job_at_once_without_retry(stack):
     ]
     job = stack.store().get(execution_input.job_id)
     assert job.status == JobStatus.FAILED
-    assert stack.runtime.calls[job.job_id] == 1  # the model refused the input (4xx): not retried
+    assert stack.runtime.calls[job.job_id] == 1  # ModelFailed is not retried
     assert "input has 3 features, expected 4" in job.failure_reason
     assert "Traceback" not in job.failure_reason
     assert "stackTrace" not in job.failure_reason
-    assert job.details["failure_type"] == "ModelRejectedInput"
+    assert job.details["failure_type"] == "ModelFailed"
     assert job.output_location is None
     [event] = stack.job_events(job.job_id, wait=2)
     assert event["job"]["status"] == "FAILED"

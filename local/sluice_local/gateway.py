@@ -229,42 +229,21 @@ class LocalApiGateway:
             disable_nagle_algorithm = True
 
             def _handle(self) -> None:
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    length = -1
-                if length < 0:
-                    self.send_error(400)
-                    return
+                length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = dict(self.headers.items())
                 status, out_headers, payload = gateway.handle(
                     self.command, self.path, headers, body, self.client_address[0]
                 )
-                self._send(status, out_headers, payload)
-
-            def _send(self, status: int, out_headers: dict[str, str], payload: bytes) -> None:
                 self.send_response(status)
                 for key, value in out_headers.items():
                     if key.lower() not in ("content-length", "connection", "transfer-encoding"):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
+                self.wfile.write(payload)
 
-            def __getattr__(self, name: str) -> Any:
-                # Every method reaches the gateway, which answers what it has no route for as API
-                # Gateway does (403 Missing Authentication Token), never http.server's 501 page.
-                if name.startswith("do_"):
-                    return self._handle
-                raise AttributeError(name)
-
-            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:  # noqa: ARG002
-                # A request http.server cannot parse: a JSON answer in API Gateway's shape, not an HTML page.
-                self.close_connection = True
-                payload = json.dumps({"message": message or "Bad Request"}).encode()
-                self._send(code, {"Content-Type": "application/json"}, payload)
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle  # noqa: N815
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -42,12 +42,6 @@ class InvalidRequest(SluiceError):
     status, code, type = 400, "invalid_request", "invalid_request_error"
 
 
-class ModelRejectedInput(InvalidRequest):
-    """The model container answered 4xx: the input is what it cannot take (the model's own words say why)."""
-
-    code = "model_rejected_input"
-
-
 class TokenLimitExceeded(InvalidRequest):
     code = "token_limit_exceeded"
 

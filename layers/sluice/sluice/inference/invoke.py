@@ -13,7 +13,7 @@ from sluice.inference import limits
 from sluice.inference.accounting import account
 from sluice.inference.context import RequestContext
 from sluice.inference.converse import ConverseRequest
-from sluice.inference.payload import Encoding, check_declared_json, choose_content_type, decode_output
+from sluice.inference.payload import Encoding, choose_content_type, decode_output
 from sluice.inference.routing import resolve_model
 from sluice.inference.validation import parse_json_body
 from sluice.providers import bedrock, sagemaker
@@ -60,7 +60,6 @@ def invoke(
     else:
         backend = entry.backend
         chosen = choose_content_type(content_type, (backend.content_type, *backend.extra_content_types))
-        check_declared_json(body, chosen)
         if entry.limits.max_input_tokens or entry.limits.max_output_tokens:
             _check_native_tokens(name, entry, body)
         result = sagemaker.invoke_endpoint(backend, body, chosen, limits.timeout_seconds(entry), target_variant)
@@ -88,7 +87,7 @@ def invoke(
 def _call_bedrock(
     name: str, entry: ModelEntry, backend: BedrockBackend, body: bytes, content_type: str | None
 ) -> BackendResult:
-    check_declared_json(body, choose_content_type(content_type, ("application/json",)))
+    choose_content_type(content_type, ("application/json",))
     timeout = limits.timeout_seconds(entry)
     if entry.task == "chat":
         request = parse_json_body(ConverseRequest, body)

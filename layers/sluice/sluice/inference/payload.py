@@ -30,23 +30,6 @@ def choose_content_type(requested: str | None, allowed: tuple[str, ...]) -> str:
     )
 
 
-def is_json(content_type: str | None) -> bool:
-    kind = media_type(content_type) or ""
-    return kind == "application/json" or kind.endswith("+json")
-
-
-def check_declared_json(body: bytes, content_type: str) -> None:
-    """A body sent as JSON must parse: the caller's mistake is named here, never found by the model as a 5xx."""
-    if not is_json(content_type):
-        return
-    try:
-        json.loads(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
-        from sluice.inference.validation import NOT_JSON, validation_failed
-
-        raise validation_failed([{"field": "body", "message": NOT_JSON}]) from None
-
-
 def decode_output(payload: bytes, content_type: str | None) -> tuple[Any, Encoding]:
     kind = media_type(content_type) or ""
     if kind.endswith("json"):

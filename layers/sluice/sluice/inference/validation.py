@@ -9,14 +9,13 @@ from pydantic import BaseModel, ValidationError
 from sluice.errors import ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
-NOT_JSON = "not valid JSON; send a JSON object"
 
 
 def field_errors(errors: list[Any], prefix: tuple[str, ...] = ()) -> list[dict[str, str]]:
     described = []
     for err in errors:
         if err.get("type") == "json_invalid":
-            described.append({"field": "body", "message": NOT_JSON})
+            described.append({"field": "body", "message": "not valid JSON; send a JSON object"})
             continue
         loc = prefix + tuple(str(part) for part in err.get("loc", ()))
         described.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})

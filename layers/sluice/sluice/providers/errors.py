@@ -18,7 +18,6 @@ from sluice.errors import (
     BackendUnavailable,
     InvalidRequest,
     ModelFailed,
-    ModelRejectedInput,
     SluiceError,
     Throttled,
 )
@@ -62,7 +61,12 @@ def from_client_error(provider: str, exc: ClientError) -> SluiceError:
             headers={"Retry-After": retry_after},
         )
     if code in ("ModelError", "ModelErrorException"):
-        return from_model_error(provider, exc, message)
+        # SageMaker's ModelError names it OriginalStatusCode, Bedrock's ModelErrorException originalStatusCode.
+        original = exc.response.get("OriginalStatusCode", exc.response.get("originalStatusCode"))
+        return ModelFailed(
+            f"The model returned an error: {exc.response.get('OriginalMessage') or message}",
+            details={"original_status_code": original, "log_stream": exc.response.get("LogStreamArn")},
+        )
     if code == "ModelTimeoutException":
         return BackendTimeout(f"The model took too long to answer: {message}")
     if code in _UNAVAILABLE:
@@ -77,32 +81,6 @@ def from_client_error(provider: str, exc: ClientError) -> SluiceError:
         return InvalidRequest(f"The {provider} backend rejected the request: {message}")
     logger.error("unexpected backend error", extra={"provider": provider, "code": code, "backend_message": message})
     return BackendUnavailable(f"The {provider} backend failed ({code}). Retry shortly.")
-
-
-def from_model_error(provider: str, exc: ClientError, message: str) -> SluiceError:
-    """The model container ran and refused: a 4xx from it is the caller's input, anything else the model's fault.
-
-    The log stream names the operator's CloudWatch resources: it is logged, never returned."""
-    # SageMaker's ModelError names it OriginalStatusCode, Bedrock's ModelErrorException originalStatusCode.
-    original = _status(exc.response.get("OriginalStatusCode", exc.response.get("originalStatusCode")))
-    said = exc.response.get("OriginalMessage") or message
-    rejected = original is not None and 400 <= original < 500
-    log = logger.warning if rejected else logger.error
-    log(
-        "model answered with an error",
-        extra={"provider": provider, "original_status_code": original, "log_stream": exc.response.get("LogStreamArn")},
-    )
-    details = {"original_status_code": original}
-    if rejected:
-        return ModelRejectedInput(f"The model rejected the input (HTTP {original}): {said}", details=details)
-    return ModelFailed(f"The model returned an error: {said}", details=details)
-
-
-def _status(value: object) -> int | None:
-    try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
 
 
 def _is_missing_endpoint(code: str, message: str) -> bool:
