@@ -442,7 +442,8 @@ def test_model_error_does_not_leak_log_stream_arn(catalog, stubbed, lambda_conte
     response = call(evt, lambda_context)
 
     assert response["statusCode"] == 502
-    assert "log-group" not in response["body"] and "secret-endpoint" not in response["body"]
+    assert "log-group" not in response["body"]
+    assert "secret-endpoint" not in response["body"]
 
 
 def test_bedrock_model_error_is_502_with_the_original_status(catalog, stubbed, lambda_context):
