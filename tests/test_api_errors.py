@@ -676,3 +676,23 @@ def test_error_responses_keep_the_json_content_type_when_the_request_sent_anothe
 
     assert response["statusCode"] == 415
     assert header(response, "Content-Type") == "application/json"
+
+
+@pytest.mark.parametrize("name", ["invoke-sagemaker", "invoke-bedrock-converse"])
+def test_malformed_json_body_is_422_not_502(catalog, stubbed, lambda_context, name):
+    stubbed("sagemaker-runtime")  # no answer queued: any backend call fails the test
+    stubbed("bedrock-runtime")
+    evt = event(name, body="{not json")
+
+    error = assert_error(call(evt, lambda_context), evt, 422, "validation_failed")
+
+    assert error["param"] == "body"
+    assert "not valid JSON" in error["message"]
+
+
+def test_malformed_json_async_submit_is_422_before_any_job_exists(catalog, stubbed, lambda_context):
+    evt = event("async-submit", body="{not json")
+
+    error = assert_error(call(evt, lambda_context), evt, 422, "validation_failed")
+
+    assert error["param"] == "body"
