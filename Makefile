@@ -12,7 +12,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export SAM_CLI_CONTAINER_CONNECTION_TIMEOUT := 1
 
-.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench
+.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench fuzz
 
 help:
 	@echo "make test    - lint, cfn-lint, sam validate --lint, pytest (creates .venv on first run)"
@@ -49,6 +49,10 @@ build: venv
 # The whole platform in-process on loopback (README: "Run locally"); Ctrl-C stops everything.
 local: venv
 	PYTHONPATH="$(CURDIR)/layers/sluice:$(CURDIR)/local" $(BIN)/python -m sluice_local
+
+# schemathesis against local mode: every operation of /v1/docs?format=json, 50 examples each, no 5xx allowed.
+fuzz: venv
+	$(BIN)/python tools/fuzz.py --max-examples 50 --checks not_a_server_error
 
 openapi: venv
 	$(BIN)/python tools/openapi.py > openapi.json
