@@ -19,6 +19,7 @@ help:
 	@echo "make build   - sam build (arm64 wheels for the layer)"
 	@echo "make local   - the whole platform on this machine: embedded AWS, real model, emulated Bedrock"
 	@echo "make bench   - benchmarks: sync-path overhead and cold start"
+	@echo "make fuzz    - schemathesis over every operation of local mode (50 examples each, no 5xx)"
 
 $(BIN)/.installed: requirements-dev.txt
 	@test -x $(BIN)/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
