@@ -779,3 +779,12 @@ def test_openapi_documents_every_error_status_a_client_can_get_with_the_error_sc
         assert invoke[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
     health = spec["paths"]["/v1/health"]["get"]["responses"]
     assert "401" not in health  # public: no credential to refuse
+
+
+def test_openapi_states_the_job_id_form_on_job_paths(lambda_context):
+    from sluice.jobs.views import JOB_ID_PATTERN
+
+    spec = body_of(call(event("docs"), lambda_context))
+    [job_id] = [p for p in spec["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"] if p["name"] == "job_id"]
+
+    assert job_id["schema"]["pattern"] == JOB_ID_PATTERN

@@ -91,7 +91,7 @@ def _operation(route: RouteDoc, refs: dict) -> dict[str, Any]:
         success["content"] = {"application/json": {"schema": refs[(route.response, "validation")]}}
     operation["responses"][str(route.success_status)] = success
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
         for name in re.findall(r"<(\w+)>", route.path)
     ]
     parameters += [
@@ -125,6 +125,17 @@ _MODEL_ERRORS = (
     (502, "The model or its backend failed"),
     (504, "The backend did not answer in time"),
 )
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    # Ids the API issues have one form; stating it lets generated requests target real-looking ids.
+    from sluice.jobs.views import JOB_ID_PATTERN
+
+    patterns = {"job_id": JOB_ID_PATTERN}
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if name in patterns:
+        schema["pattern"] = patterns[name]
+    return schema
 
 
 def _error_statuses(route: RouteDoc) -> list[tuple[int, str]]:
