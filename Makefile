@@ -12,7 +12,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export SAM_CLI_CONTAINER_CONNECTION_TIMEOUT := 1
 
-.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench checkov
+.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench checkov fuzz
 
 help:
 	@echo "make test    - lint, cfn-lint, sam validate --lint, pytest (creates .venv on first run)"
@@ -20,6 +20,7 @@ help:
 	@echo "make local   - the whole platform on this machine: embedded AWS, real model, emulated Bedrock"
 	@echo "make bench   - benchmarks: sync-path overhead and cold start"
 	@echo "make checkov - checkov on template.yaml (own venv .venv-checkov, not part of make test)"
+	@echo "make fuzz    - schemathesis over every operation of local mode (50 examples each, no 5xx)"
 
 $(BIN)/.installed: requirements-dev.txt
 	@test -x $(BIN)/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
@@ -50,6 +51,10 @@ build: venv
 # The whole platform in-process on loopback (README: "Run locally"); Ctrl-C stops everything.
 local: venv
 	PYTHONPATH="$(CURDIR)/layers/sluice:$(CURDIR)/local" $(BIN)/python -m sluice_local
+
+# schemathesis against local mode: every operation of /v1/docs?format=json, 50 examples each, no 5xx allowed.
+fuzz: venv
+	$(BIN)/python tools/fuzz.py --max-examples 50 --checks not_a_server_error
 
 openapi: venv
 	$(BIN)/python tools/openapi.py > openapi.json

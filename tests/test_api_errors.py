@@ -399,25 +399,51 @@ def test_sagemaker_throttling_is_429_with_retry_after(catalog, stubbed, lambda_c
     assert header(response, "Retry-After") == "2"
 
 
-def test_sagemaker_model_error_is_502_carrying_the_containers_message(catalog, stubbed, lambda_context):
-    log_stream = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/sluice-iris"
+def _sagemaker_model_error(
+    stubbed,
+    original_status,
+    message,
+    log_stream="arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/sluice-iris",
+):
     stubbed("sagemaker-runtime").add_client_error(
         "invoke_endpoint",
         "ModelError",
-        "Received client error (400) from primary with message ...",
+        f"Received client error ({original_status}) from primary with message ...",
         424,
-        modeled_fields={
-            "OriginalStatusCode": 400,
-            "OriginalMessage": '{"error": "expected 4 features, got 3"}',
-            "LogStreamArn": log_stream,
-        },
+        modeled_fields={"OriginalStatusCode": original_status, "OriginalMessage": message, "LogStreamArn": log_stream},
     )
+
+
+def test_model_4xx_is_400_model_rejected_input(catalog, stubbed, lambda_context):
+    _sagemaker_model_error(stubbed, 400, '{"error": "expected 4 features, got 3"}')
+    evt = event("invoke-sagemaker")
+
+    error = assert_error(call(evt, lambda_context), evt, 400, "model_rejected_input", "invalid_request_error")
+
+    assert "expected 4 features, got 3" in error["message"]
+    assert error["details"] == {"original_status_code": 400}
+
+
+def test_sagemaker_model_5xx_is_502_model_error_carrying_the_containers_message(catalog, stubbed, lambda_context):
+    _sagemaker_model_error(stubbed, 500, "the container crashed")
     evt = event("invoke-sagemaker")
 
     error = assert_error(call(evt, lambda_context), evt, 502, "model_error", "server_error")
 
-    assert "expected 4 features, got 3" in error["message"]
-    assert error["details"] == {"original_status_code": 400, "log_stream": log_stream}
+    assert "the container crashed" in error["message"]
+    assert error["details"] == {"original_status_code": 500}
+
+
+def test_model_error_does_not_leak_log_stream_arn(catalog, stubbed, lambda_context):
+    log_stream = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/secret-endpoint"
+    _sagemaker_model_error(stubbed, 500, "boom", log_stream=log_stream)
+    evt = event("invoke-sagemaker")
+
+    response = call(evt, lambda_context)
+
+    assert response["statusCode"] == 502
+    assert "log-group" not in response["body"]
+    assert "secret-endpoint" not in response["body"]
 
 
 def test_bedrock_model_error_is_502_with_the_original_status(catalog, stubbed, lambda_context):
@@ -434,6 +460,21 @@ def test_bedrock_model_error_is_502_with_the_original_status(catalog, stubbed, l
 
     assert "unexpected error" in error["message"]
     assert error["details"]["original_status_code"] == 500
+
+
+def test_bedrock_model_4xx_is_400_model_rejected_input(catalog, stubbed, lambda_context):
+    stubbed("bedrock-runtime").add_client_error(
+        "converse",
+        "ModelErrorException",
+        "The model could not process the prompt.",
+        424,
+        modeled_fields={"originalStatusCode": 422, "resourceName": "claude"},
+    )
+    evt = event("chat-completions")
+
+    error = assert_error(call(evt, lambda_context), evt, 400, "model_rejected_input")
+
+    assert "could not process the prompt" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -635,3 +676,23 @@ def test_error_responses_keep_the_json_content_type_when_the_request_sent_anothe
 
     assert response["statusCode"] == 415
     assert header(response, "Content-Type") == "application/json"
+
+
+@pytest.mark.parametrize("name", ["invoke-sagemaker", "invoke-bedrock-converse"])
+def test_malformed_json_body_is_422_not_502(catalog, stubbed, lambda_context, name):
+    stubbed("sagemaker-runtime")  # no answer queued: any backend call fails the test
+    stubbed("bedrock-runtime")
+    evt = event(name, body="{not json")
+
+    error = assert_error(call(evt, lambda_context), evt, 422, "validation_failed")
+
+    assert error["param"] == "body"
+    assert "not valid JSON" in error["message"]
+
+
+def test_malformed_json_async_submit_is_422_before_any_job_exists(catalog, stubbed, lambda_context):
+    evt = event("async-submit", body="{not json")
+
+    error = assert_error(call(evt, lambda_context), evt, 422, "validation_failed")
+
+    assert error["param"] == "body"

@@ -769,3 +769,22 @@ def test_responses_carry_the_json_content_type(catalog, stubbed, lambda_context)
     response = call(event("chat-completions"), lambda_context)
 
     assert header(response, "Content-Type") == "application/json"
+
+
+def test_openapi_documents_every_error_status_a_client_can_get_with_the_error_schema(lambda_context):
+    spec = body_of(call(event("docs"), lambda_context))
+    invoke = spec["paths"]["/v1/models/{model}/invoke"]["post"]["responses"]
+
+    for status in ("400", "401", "403", "404", "413", "415", "422", "429", "502", "503", "504"):
+        assert invoke[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    health = spec["paths"]["/v1/health"]["get"]["responses"]
+    assert "401" not in health  # public: no credential to refuse
+
+
+def test_openapi_states_the_job_id_form_on_job_paths(lambda_context):
+    from sluice.jobs.views import JOB_ID_PATTERN
+
+    spec = body_of(call(event("docs"), lambda_context))
+    [job_id] = [p for p in spec["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"] if p["name"] == "job_id"]
+
+    assert job_id["schema"]["pattern"] == JOB_ID_PATTERN

@@ -118,7 +118,7 @@ def test_retry_path_transient_errors_are_retried_until_the_model_answers(stack):
     assert stack.runtime.calls[job.job_id] == 3
 
 
-def test_catch_path_a_client_error_fails_the_job_at_once_without_retry(stack):
+def test_catch_path_a_model_4xx_fails_the_job_at_once_as_model_rejected_input_without_retry(stack):
     execution_input = submit(stack, ["model_error", "ok"])
     execution = run(stack, execution_input)
 
@@ -136,11 +136,11 @@ def test_catch_path_a_client_error_fails_the_job_at_once_without_retry(stack):
     ]
     job = stack.store().get(execution_input.job_id)
     assert job.status == JobStatus.FAILED
-    assert stack.runtime.calls[job.job_id] == 1  # ModelFailed is not retried
+    assert stack.runtime.calls[job.job_id] == 1  # the caller must fix the input: retrying cannot help
     assert "input has 3 features, expected 4" in job.failure_reason
     assert "Traceback" not in job.failure_reason
     assert "stackTrace" not in job.failure_reason
-    assert job.details["failure_type"] == "ModelFailed"
+    assert job.details["failure_type"] == "ModelRejectedInput"
     assert job.output_location is None
     [event] = stack.job_events(job.job_id, wait=2)
     assert event["job"]["status"] == "FAILED"

@@ -268,6 +268,7 @@ def test_run_inference_retries_exactly_the_transient_errors_the_worker_raises():
     assert task["Retry"][0]["ErrorEquals"] == list(TRANSIENT_ERRORS)
     assert task["Retry"][0]["JitterStrategy"] == "FULL"
     assert all("ModelFailed" not in retrier["ErrorEquals"] for retrier in task["Retry"])
+    assert all("ModelRejectedInput" not in retrier["ErrorEquals"] for retrier in task["Retry"])
     assert task["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Mark job failed"}]
 
 

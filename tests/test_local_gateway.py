@@ -141,3 +141,43 @@ def test_served_over_http(gateway):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE", "OPTIONS", "PUT", "TRACE", "BREW"])
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/nothing", "//", "/v1/models/%zz/invoke"])
+def test_unknown_method_is_api_gateway_403_not_501_html(gateway, method, path):
+    import http.client
+
+    gw, functions = gateway
+    server = gw.serve("127.0.0.1", 0)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        connection.request(method, path, headers={"Authorization": f"Bearer {KEY}"})
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert response.status == 403, body
+    assert response.getheader("Content-Type") == "application/json"
+    assert "Missing Authentication Token" in json.loads(body)["error"]["message"]
+    assert not [call for call in functions.calls if call[0] == "ApiFunction"]
+
+
+def test_head_of_an_unknown_route_is_403_without_a_body(gateway):
+    import http.client
+
+    gw, _ = gateway
+    server = gw.serve("127.0.0.1", 0)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        connection.request("HEAD", "/v1/models")
+        response = connection.getresponse()
+        assert response.status == 403
+        assert response.read() == b""
+        connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()

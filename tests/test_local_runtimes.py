@@ -479,7 +479,7 @@ def sluice_clients(monkeypatch, runtime, bedrock_server):
 
 def test_sluice_providers_reach_the_runtimes_through_the_endpoint_variables(sluice_clients):
     from sluice.catalog.models import BedrockBackend, SageMakerBackend
-    from sluice.errors import BackendMisconfigured, ModelFailed
+    from sluice.errors import BackendMisconfigured, ModelRejectedInput
     from sluice.providers import bedrock, sagemaker
 
     iris = SageMakerBackend(provider="sagemaker", endpoint_name="iris", target_variant="v2")
@@ -487,9 +487,9 @@ def test_sluice_providers_reach_the_runtimes_through_the_endpoint_variables(slui
     assert result.variant == "v2"
     assert json.loads(result.body)["model_version"] == "v2"
 
-    with pytest.raises(ModelFailed) as failed:
+    with pytest.raises(ModelRejectedInput) as failed:
         sagemaker.invoke_endpoint(iris, _instances([1.0]), "application/json", 10)
-    assert failed.value.status == 502
+    assert failed.value.status == 400
     assert "expected 4 features" in failed.value.message
     assert failed.value.details["original_status_code"] == 400
 

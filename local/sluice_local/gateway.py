@@ -31,6 +31,7 @@ _DEFAULT_STATUS = {
     "ACCESS_DENIED": 403,
     "MISSING_AUTHENTICATION_TOKEN": 403,
     "REQUEST_TOO_LARGE": 413,
+    "BAD_REQUEST_BODY": 400,
     "AUTHORIZER_FAILURE": 500,
     "INTEGRATION_FAILURE": 502,
 }
@@ -39,6 +40,7 @@ _DEFAULT_MESSAGE = {
     "ACCESS_DENIED": "User is not authorized to access this resource",
     "MISSING_AUTHENTICATION_TOKEN": "Missing Authentication Token",
     "REQUEST_TOO_LARGE": "Request Too Long",
+    "BAD_REQUEST_BODY": "Invalid request body",
     "AUTHORIZER_FAILURE": "Authorizer error",
     "INTEGRATION_FAILURE": "Internal server error",
 }
@@ -229,21 +231,35 @@ class LocalApiGateway:
             disable_nagle_algorithm = True
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                headers = dict(self.headers.items())
-                status, out_headers, payload = gateway.handle(
-                    self.command, self.path, headers, body, self.client_address[0]
-                )
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if length < 0:
+                    # The connection cannot be trusted past a bad length: answer in API Gateway's shape and close.
+                    self.close_connection = True
+                    status, out_headers, payload = gateway._gateway_response("BAD_REQUEST_BODY", str(uuid.uuid4()))
+                else:
+                    body = self.rfile.read(length) if length else b""
+                    headers = dict(self.headers.items())
+                    status, out_headers, payload = gateway.handle(
+                        self.command, self.path, headers, body, self.client_address[0]
+                    )
                 self.send_response(status)
                 for key, value in out_headers.items():
                     if key.lower() not in ("content-length", "connection", "transfer-encoding"):
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle  # noqa: N815
+            def __getattr__(self, name: str) -> Any:
+                # http.server answers a method without a do_<METHOD> with its own 501 HTML page; API Gateway
+                # answers every method, an unknown one with its missing-route 403, so every method is routed.
+                if name.startswith("do_"):
+                    return self._handle
+                raise AttributeError(name)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -80,7 +80,10 @@ def _operation(route: RouteDoc, refs: dict) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": route.summary,
         "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.openapi_path.lower()).strip('_')}",
-        "responses": {"default": {"description": "Error", **error}},
+        "responses": {
+            "default": {"description": "Error", **error},
+            **{str(status): {"description": reason, **error} for status, reason in _error_statuses(route)},
+        },
         "security": [] if route.public else [{"bearerKey": []}, {"sigv4": []}],
     }
     success: dict[str, Any] = {"description": "OK"}
@@ -88,7 +91,7 @@ def _operation(route: RouteDoc, refs: dict) -> dict[str, Any]:
         success["content"] = {"application/json": {"schema": refs[(route.response, "validation")]}}
     operation["responses"][str(route.success_status)] = success
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
         for name in re.findall(r"<(\w+)>", route.path)
     ]
     parameters += [
@@ -109,6 +112,37 @@ def _operation(route: RouteDoc, refs: dict) -> dict[str, Any]:
     if parameters:
         operation["parameters"] = parameters
     return operation
+
+
+# What a route can answer besides success, so response checks (schemathesis) and clients know every status.
+_COMMON_ERRORS = ((400, "Invalid request"), (422, "Validation failed"), (429, "Throttled"), (503, "Unavailable"))
+_AUTH_ERRORS = ((401, "Missing or invalid credential"), (403, "Not allowed, or no such route"))
+_MODEL_ERRORS = (
+    (404, "Model or resource not found"),
+    (409, "Conflict"),
+    (413, "Payload too large"),
+    (415, "Unsupported media type"),
+    (502, "The model or its backend failed"),
+    (504, "The backend did not answer in time"),
+)
+
+
+def _path_schema(name: str) -> dict[str, Any]:
+    # Ids the API issues have one form; stating it lets generated requests target real-looking ids.
+    from sluice.jobs.views import JOB_ID_PATTERN
+
+    patterns = {"job_id": JOB_ID_PATTERN}
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    if name in patterns:
+        schema["pattern"] = patterns[name]
+    return schema
+
+
+def _error_statuses(route: RouteDoc) -> list[tuple[int, str]]:
+    statuses = list(_COMMON_ERRORS)
+    if not route.public:
+        statuses += _AUTH_ERRORS + _MODEL_ERRORS
+    return sorted(statuses)
 
 
 def swagger_page(document: dict[str, Any]) -> str:

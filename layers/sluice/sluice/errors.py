@@ -128,6 +128,12 @@ class IdempotencyKeyReused(ValidationFailed):
     code = "idempotency_key_reused"
 
 
+class ModelRejectedInput(SluiceError):
+    """The model answered 4xx: the input is the caller's to fix, so retrying it unchanged cannot help."""
+
+    status, code, type = 400, "model_rejected_input", "invalid_request_error"
+
+
 class Throttled(SluiceError):
     status, code, type = 429, "throttled", "rate_limit_error"
 

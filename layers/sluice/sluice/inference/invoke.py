@@ -13,7 +13,7 @@ from sluice.inference import limits
 from sluice.inference.accounting import account
 from sluice.inference.context import RequestContext
 from sluice.inference.converse import ConverseRequest
-from sluice.inference.payload import Encoding, choose_content_type, decode_output
+from sluice.inference.payload import Encoding, check_json_body, choose_content_type, decode_output
 from sluice.inference.routing import resolve_model
 from sluice.inference.validation import parse_json_body
 from sluice.providers import bedrock, sagemaker
@@ -60,6 +60,7 @@ def invoke(
     else:
         backend = entry.backend
         chosen = choose_content_type(content_type, (backend.content_type, *backend.extra_content_types))
+        check_json_body(body, chosen)
         if entry.limits.max_input_tokens or entry.limits.max_output_tokens:
             _check_native_tokens(name, entry, body)
         result = sagemaker.invoke_endpoint(backend, body, chosen, limits.timeout_seconds(entry), target_variant)
@@ -87,7 +88,7 @@ def invoke(
 def _call_bedrock(
     name: str, entry: ModelEntry, backend: BedrockBackend, body: bytes, content_type: str | None
 ) -> BackendResult:
-    choose_content_type(content_type, ("application/json",))
+    chosen = choose_content_type(content_type, ("application/json",))
     timeout = limits.timeout_seconds(entry)
     if entry.task == "chat":
         request = parse_json_body(ConverseRequest, body)
@@ -99,6 +100,7 @@ def _call_bedrock(
         if cap is not None:
             config["maxTokens"] = cap
         return bedrock.converse(backend, params, timeout)
+    check_json_body(body, chosen)
     _check_native_tokens(name, entry, body)
     return bedrock.invoke_model(backend, body, "application/json", "application/json", timeout)
 

@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any, Literal
 
-from sluice.errors import UnsupportedMediaType
+from sluice.errors import UnsupportedMediaType, ValidationFailed
 
 Encoding = Literal["json", "text", "base64"]
 
@@ -28,6 +28,25 @@ def choose_content_type(requested: str | None, allowed: tuple[str, ...]) -> str:
         f"Content-Type '{wanted}' is not accepted by this model; send one of: {', '.join(allowed)}.",
         param="Content-Type",
     )
+
+
+def is_json(content_type: str | None) -> bool:
+    kind = media_type(content_type) or ""
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def check_json_body(body: bytes, content_type: str | None) -> None:
+    """A body sent as JSON must be JSON: the model would only reject it later, and the client is to blame."""
+    if not body or not is_json(content_type):
+        return
+    try:
+        json.loads(body)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        raise ValidationFailed(
+            f"The body is declared {media_type(content_type)} but is not valid JSON ({exc}).",
+            param="body",
+            details=[{"field": "body", "message": "not valid JSON"}],
+        ) from None
 
 
 def decode_output(payload: bytes, content_type: str | None) -> tuple[Any, Encoding]:

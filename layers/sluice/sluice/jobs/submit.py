@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from sluice.catalog.models import BedrockBackend, ModelEntry, SageMakerBackend
 from sluice.errors import InvalidRequest, PayloadTooLarge, TooManyOpenUploads, UploadNotFound
 from sluice.inference.context import RequestContext
-from sluice.inference.payload import choose_content_type
+from sluice.inference.payload import check_json_body, choose_content_type
 from sluice.inference.routing import resolve_model
 from sluice.inference.validation import validation_failed
 from sluice.jobs import idempotency, services
@@ -174,6 +174,7 @@ def submit_async(
         payload["upload_id"] = upload_id
     else:
         _check_inline(name, body)
+        check_json_body(body, chosen_type)
         input_key, input_bytes = None, len(body)
         payload["body_sha256"] = hashlib.sha256(body).hexdigest()
 

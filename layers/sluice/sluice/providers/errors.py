@@ -18,6 +18,7 @@ from sluice.errors import (
     BackendUnavailable,
     InvalidRequest,
     ModelFailed,
+    ModelRejectedInput,
     SluiceError,
     Throttled,
 )
@@ -63,10 +64,21 @@ def from_client_error(provider: str, exc: ClientError) -> SluiceError:
     if code in ("ModelError", "ModelErrorException"):
         # SageMaker's ModelError names it OriginalStatusCode, Bedrock's ModelErrorException originalStatusCode.
         original = exc.response.get("OriginalStatusCode", exc.response.get("originalStatusCode"))
-        return ModelFailed(
-            f"The model returned an error: {exc.response.get('OriginalMessage') or message}",
-            details={"original_status_code": original, "log_stream": exc.response.get("LogStreamArn")},
+        model_message = exc.response.get("OriginalMessage") or message
+        # The log stream names the account and endpoint: operators get it in the logs, callers never see it.
+        logger.warning(
+            "model returned an error",
+            extra={
+                "provider": provider,
+                "original_status_code": original,
+                "log_stream": exc.response.get("LogStreamArn"),
+            },
         )
+        if _is_client_status(original):
+            return ModelRejectedInput(
+                f"The model rejected the input: {model_message}", details={"original_status_code": original}
+            )
+        return ModelFailed(f"The model returned an error: {model_message}", details={"original_status_code": original})
     if code == "ModelTimeoutException":
         return BackendTimeout(f"The model took too long to answer: {message}")
     if code in _UNAVAILABLE:
@@ -81,6 +93,14 @@ def from_client_error(provider: str, exc: ClientError) -> SluiceError:
         return InvalidRequest(f"The {provider} backend rejected the request: {message}")
     logger.error("unexpected backend error", extra={"provider": provider, "code": code, "backend_message": message})
     return BackendUnavailable(f"The {provider} backend failed ({code}). Retry shortly.")
+
+
+def _is_client_status(status: object) -> bool:
+    # An unknown status stays a model failure: only an explicit 4xx puts the blame on the caller.
+    try:
+        return 400 <= int(status) < 500  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_missing_endpoint(code: str, message: str) -> bool:
