@@ -434,7 +434,7 @@ def test_sagemaker_model_5xx_is_502_model_error_carrying_the_containers_message(
     assert error["details"] == {"original_status_code": 500}
 
 
-def test_model_error_does_not_leak_log_stream_arn(catalog, stubbed, lambda_context):
+def test_model_error_does_not_leak_log_stream_arn(catalog, stubbed, lambda_context, caplog):
     log_stream = "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/secret-endpoint"
     _sagemaker_model_error(stubbed, 500, "boom", log_stream=log_stream)
     evt = event("invoke-sagemaker")
@@ -444,6 +444,8 @@ def test_model_error_does_not_leak_log_stream_arn(catalog, stubbed, lambda_conte
     assert response["statusCode"] == 502
     assert "log-group" not in response["body"]
     assert "secret-endpoint" not in response["body"]
+    # Operators still find it: the function's log names it.
+    assert any(getattr(record, "log_stream", None) == log_stream for record in caplog.records)
 
 
 def test_bedrock_model_error_is_502_with_the_original_status(catalog, stubbed, lambda_context):
