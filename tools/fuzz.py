@@ -29,7 +29,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_local(key: str, state_dir: str | None) -> tuple[subprocess.Popen, str]:
+def start_local(key: str, state_dir: str | None, operator_key: str | None = None) -> tuple[subprocess.Popen, str]:
     api_port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLUICE_", "POWERTOOLS_"))},
@@ -38,6 +38,7 @@ def start_local(key: str, state_dir: str | None) -> tuple[subprocess.Popen, str]
         "SLUICE_LOCAL_AWS_PORT": str(_free_port()),
         "SLUICE_LOCAL_SAGEMAKER_PORT": str(_free_port()),
         "SLUICE_LOCAL_API_KEY": key,
+        **({"SLUICE_LOCAL_OPERATOR_KEY": operator_key} if operator_key else {}),
         "PYTHONUNBUFFERED": "1",
     }
     if state_dir:
@@ -97,13 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-examples", type=int, default=50)
     parser.add_argument("--checks", default="not_a_server_error")
     parser.add_argument("--state-dir", default=None, help="local mode's state dir (trained model artifacts)")
+    parser.add_argument(
+        "--as",
+        dest="roles",
+        choices=["consumer", "operator", "both"],
+        default="both",
+        help="whose key sends the requests: operations routes answer a consumer only 403 (default: both in turn)",
+    )
     args, extra = parser.parse_known_args(argv)
-    key = os.environ.get("SLUICE_FUZZ_API_KEY") or f"sk-sluice-fuzz-{secrets.token_hex(8)}"
-    process, url = start_local(key, args.state_dir)
+    keys = {
+        "consumer": os.environ.get("SLUICE_FUZZ_API_KEY") or f"sk-sluice-fuzz-{secrets.token_hex(8)}",
+        "operator": os.environ.get("SLUICE_FUZZ_OPERATOR_KEY") or f"sk-sluice-fuzz-ops-{secrets.token_hex(8)}",
+    }
+    roles = ["consumer", "operator"] if args.roles == "both" else [args.roles]
+    process, url = start_local(keys["consumer"], args.state_dir, keys["operator"])
+    worst = 0
     try:
-        command = schemathesis_command(url, key, args.max_examples, args.checks, extra)
-        print("+", " ".join(command).replace(key, "$KEY"), flush=True)
-        return subprocess.run(command, cwd=ROOT, check=False).returncode
+        for role in roles:
+            key = keys[role]
+            command = schemathesis_command(url, key, args.max_examples, args.checks, extra)
+            print(f"+ ({role} key)", " ".join(command).replace(key, "$KEY"), flush=True)
+            worst = max(worst, subprocess.run(command, cwd=ROOT, check=False).returncode)
+        return worst
     finally:
         stop_local(process)
 

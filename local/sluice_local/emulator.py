@@ -107,12 +107,23 @@ def _enable_state_machine_execution(moto: MotoServer) -> None:
     moto._undo.append(lambda: setattr(stepfunctions_models, "stepfunctions_backends", plain))
 
 
+# The moto release the patches here were written against (requirements-dev.txt pins it).
+PATCHED_MOTO = "5.2."
+
+
 def _keep_task_failure_causes() -> Callable[[], None]:
     """SendTaskFailure's `cause` reaches the waiting task, as on AWS (moto 5.2.5's handler drops it, so a
     denied approval's reason would be lost). Returns the undo."""
+    import moto as moto_package
     from moto.core.responses import EmptyResult
     from moto.stepfunctions.responses import StepFunctionResponse
 
+    if not moto_package.__version__.startswith(PATCHED_MOTO):
+        # The patch copies moto 5.2's handler: a new moto must be re-checked (does it keep the cause now?).
+        raise RuntimeError(
+            f"sluice_local patches moto {PATCHED_MOTO}x's SendTaskFailure; "
+            f"re-check it for moto {moto_package.__version__}"
+        )
     original = StepFunctionResponse.send_task_failure
 
     def send_task_failure(self: StepFunctionResponse) -> EmptyResult:
