@@ -6,8 +6,11 @@ import copy
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.jobs.models import BatchExecutionInput, JobStatus
+from sluice.jobs.views import S3_LOCATION_PATTERN, BatchJobRequest
 from sluice.settings import get_settings
 from tests.api_support import assert_error, body_of, call, event, header, set_header
 from tests.jobs_support import DATA_BUCKET, IRIS_MODEL_NAME, as_caller, create_jobs_stack, set_setting
@@ -257,3 +260,13 @@ def test_without_an_idempotency_key_nothing_is_marked_replayed(jobs, lambda_cont
 
     assert response["statusCode"] == 202, response["body"]
     assert header(response, "Idempotent-Replayed") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(location=st.from_regex(S3_LOCATION_PATTERN))
+def test_a_location_the_schema_allows_is_not_refused_by_a_hidden_rule(location):
+    """Generated clients follow the OpenAPI pattern: the model must accept whatever matches it."""
+    request = BatchJobRequest(model="iris", input_prefix=location, output_prefix=location)
+    assert request.input_prefix == location
+    schema = BatchJobRequest.model_json_schema()["properties"]
+    assert schema["input_prefix"]["pattern"] == S3_LOCATION_PATTERN

@@ -39,6 +39,10 @@ class UploadTicket(BaseModel):
     next: str
 
 
+# s3://<bucket of 3-63 characters>/<prefix>: stated in the schema, so generated clients send only this form.
+S3_LOCATION_PATTERN = r"^s3://[^/]{3,63}/"
+
+
 class BatchJobRequest(BaseModel):
     """POST /v1/batch-jobs. Locations are s3:// URIs; in the data bucket a caller reaches only its own
     prefixes (uploads/<caller>/, async/<caller>/, batch-output/<caller>/)."""
@@ -46,8 +50,12 @@ class BatchJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=128)
-    input_prefix: str = Field(description="s3://bucket/prefix: every object under it is scored")
-    output_prefix: str | None = Field(default=None, description="Default: batch-output/<caller>/<job id>/")
+    input_prefix: str = Field(
+        pattern=S3_LOCATION_PATTERN, description="s3://bucket/prefix: every object under it is scored"
+    )
+    output_prefix: str | None = Field(
+        default=None, pattern=S3_LOCATION_PATTERN, description="Default: batch-output/<caller>/<job id>/"
+    )
     content_type: str | None = Field(default=None, description="Default: the first of the stack's batch types")
     split_type: Literal["Line", "None", "RecordIO", "TFRecord"] = "Line"
     instance_type: str | None = Field(default=None, pattern=INSTANCE_TYPE_PATTERN)
