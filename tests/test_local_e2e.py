@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from sluice_local.launch import LocalProcess
 
 pytestmark = pytest.mark.e2e
 KEY = "sk-sluice-e2e-local-key"
@@ -25,65 +20,17 @@ SETOSA = [5.1, 3.5, 1.4, 0.2]
 START_TIMEOUT = 120
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Local:
+class Local(LocalProcess):
     def __init__(self, state_dir: Path) -> None:
-        self.ports = {name: _free_port() for name in ("api", "aws", "sagemaker")}
-        self.state_dir = state_dir
-        self.process: subprocess.Popen | None = None
-        self.output: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['api']}"
-
-    def start(self) -> None:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLUICE_", "POWERTOOLS_"))},
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "sluice"), str(ROOT / "local")]),
-            "SLUICE_LOCAL_PORT": str(self.ports["api"]),
-            "SLUICE_LOCAL_AWS_PORT": str(self.ports["aws"]),
-            "SLUICE_LOCAL_SAGEMAKER_PORT": str(self.ports["sagemaker"]),
-            "SLUICE_LOCAL_API_KEY": KEY,
-            "SLUICE_LOCAL_OPERATOR_KEY": OPERATOR_KEY,
-            "SLUICE_LOCAL_STATE_DIR": str(self.state_dir),
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sluice_local"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        super().__init__(
+            {
+                "SLUICE_LOCAL_API_KEY": KEY,
+                "SLUICE_LOCAL_OPERATOR_KEY": OPERATOR_KEY,
+                "SLUICE_LOCAL_STATE_DIR": str(state_dir),
+            },
+            START_TIMEOUT,
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("SLUICE_LOCAL_READY"):
-                # Keep draining its output so the process never blocks on a full pipe.
-                import threading
-
-                threading.Thread(target=self._drain, daemon=True).start()
-                return
-        self.stop()
-        raise RuntimeError("local stack did not start:\n" + "".join(self.output[-60:]))
-
-    def _drain(self) -> None:
-        for line in self.process.stdout:
-            self.output.append(line)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        self.state_dir = state_dir
 
     def request(self, method: str, path: str, body=None, headers=None, key: str | None = KEY):
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
@@ -106,7 +53,7 @@ def local(tmp_path_factory):
     stack = Local(tmp_path_factory.mktemp("sluice-local"))
     stack.start()
     yield stack
-    if stack.process.poll() is None:
+    if stack.running():
         stack.stop()
 
 

@@ -11,68 +11,33 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "local"))
+
+from sluice_local.launch import LocalProcess  # noqa: E402 - tools run without an installed package
+
 START_TIMEOUT_SECONDS = 180
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_local(key: str, state_dir: str | None, operator_key: str | None = None) -> tuple[subprocess.Popen, str]:
-    api_port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLUICE_", "POWERTOOLS_"))},
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "sluice"), str(ROOT / "local")]),
-        "SLUICE_LOCAL_PORT": str(api_port),
-        "SLUICE_LOCAL_AWS_PORT": str(_free_port()),
-        "SLUICE_LOCAL_SAGEMAKER_PORT": str(_free_port()),
-        "SLUICE_LOCAL_API_KEY": key,
-        **({"SLUICE_LOCAL_OPERATOR_KEY": operator_key} if operator_key else {}),
-        "PYTHONUNBUFFERED": "1",
-    }
+def start_local(key: str, state_dir: str | None, operator_key: str | None = None) -> tuple[LocalProcess, str]:
+    settings = {"SLUICE_LOCAL_API_KEY": key}
+    if operator_key:
+        settings["SLUICE_LOCAL_OPERATOR_KEY"] = operator_key
     if state_dir:
-        env["SLUICE_LOCAL_STATE_DIR"] = state_dir
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sluice_local"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        output.append(line)
-        if line.startswith("SLUICE_LOCAL_READY"):
-            # Keep draining so the stack never blocks on a full pipe; its output is not part of the report.
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
-            return process, f"http://127.0.0.1:{api_port}"
-    stop_local(process)
-    raise SystemExit("local stack did not start:\n" + "".join(output[-60:]))
+        settings["SLUICE_LOCAL_STATE_DIR"] = state_dir
+    try:
+        local = LocalProcess(settings, START_TIMEOUT_SECONDS).start()
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
+    return local, local.url
 
 
-def stop_local(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def stop_local(local: LocalProcess) -> None:
+    local.stop()
 
 
 def schemathesis_command(url: str, key: str, max_examples: int, checks: str, extra: list[str]) -> list[str]:
