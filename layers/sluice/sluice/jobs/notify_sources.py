@@ -19,9 +19,11 @@ def sns_in(region: str) -> Any:
     return boto3.client("sns", region_name=region)
 
 
-@cache
 def _ssm() -> Any:
-    return boto3.client("ssm")
+    # The same SSM client the callback topics are read with.
+    from sluice.providers import clients
+
+    return clients.get("ssm")
 
 
 @cache
@@ -41,6 +43,6 @@ def callback_topics(caller: str) -> tuple[str, ...]:
 
 def reset() -> None:
     """Tests and local mode: forget cached clients, secrets and topics."""
-    for cached in (sns_in, _ssm, _secrets):
+    for cached in (sns_in, _secrets):
         cached.cache_clear()
     _topics.reset()
