@@ -63,10 +63,11 @@ def request_approval(approvals: ApprovalStore, jobs: JobStore, request: Approval
     note = {"approval_id": approval.approval_id}
     if job.status == JobStatus.AWAITING_APPROVAL:
         jobs.merge_details(job.job_id, **note)
-    elif jobs.transition(job.job_id, JobStatus.AWAITING_APPROVAL, add_details=note) is None:
-        job = jobs.get(job.job_id) or job
+        current = jobs.get(job.job_id)
+    else:
+        # The moved job, or (it moved on meanwhile) what it is now.
+        current = jobs.transition(job.job_id, JobStatus.AWAITING_APPROVAL, add_details=note) or jobs.get(job.job_id)
     # Cancelled meanwhile (cancel found no approval to withdraw yet): withdraw it here, so it is never listed.
-    current = jobs.get(job.job_id)
     if current is None or current.status.terminal:
         approvals.close(
             approval.approval_id,
