@@ -158,9 +158,10 @@ def submit_async(
     check_callback_topic(caller, callback.sns_topic_arn if callback else None, CALLBACK_SNS_HEADER)
     # SageMaker's notification for a native async job must name this endpoint (async_notifications).
     backend = entry.backend
-    native = isinstance(backend, SageMakerBackend) and backend.async_endpoint
     native_endpoint = (
-        {"endpoint_name": backend.endpoint_name} if isinstance(backend, SageMakerBackend) and native else {}
+        {"endpoint_name": backend.endpoint_name}
+        if uses_native_async(entry) and isinstance(backend, SageMakerBackend)
+        else {}
     )
     payload: dict[str, Any] = {"model": name, "content_type": chosen_type}
     if callback is not None:
