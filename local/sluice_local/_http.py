@@ -150,6 +150,15 @@ class LoopbackService:
         self.stop()
 
 
+def content_length(headers: Any) -> int:
+    """The request's Content-Length (0 when absent); -1 when it is not a length at all."""
+    try:
+        length = int(headers.get("Content-Length") or 0)
+    except ValueError:
+        return -1
+    return length if length >= 0 else -1
+
+
 class AwsHandler(BaseHTTPRequestHandler):
     """Reads bounded bodies and writes AWS-style answers; subclasses set the limits and extra headers."""
 
@@ -170,10 +179,7 @@ class AwsHandler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise ApiError(HTTPStatus.LENGTH_REQUIRED, self.validation_code, "Chunked bodies are not supported.")
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
+        length = content_length(self.headers)
         if length < 0:
             self.close_connection = True
             raise ApiError(HTTPStatus.BAD_REQUEST, self.validation_code, "Invalid Content-Length.")

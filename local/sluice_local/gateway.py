@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from sluice_local._http import content_length
 from sluice_local.api_routes import ApiDefinition, Authorizer, Route
 
 ACCOUNT = "123456789012"
@@ -231,10 +232,7 @@ class LocalApiGateway:
             disable_nagle_algorithm = True
 
             def _handle(self) -> None:
-                try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                except ValueError:
-                    length = -1
+                length = content_length(self.headers)
                 if length < 0:
                     # The connection cannot be trusted past a bad length: answer in API Gateway's shape and close.
                     self.close_connection = True
