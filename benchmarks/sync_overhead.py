@@ -38,7 +38,7 @@ import app  # noqa: E402
 import boto3  # noqa: E402
 
 from sluice.catalog.store import CatalogStore  # noqa: E402
-from sluice.inference import routing  # noqa: E402
+from sluice.request import access  # noqa: E402
 
 CATALOG = {
     "models": {
@@ -60,7 +60,7 @@ CATALOG = {
     }
 }
 STORE = CatalogStore("/bench/catalog", 300, fetch=lambda *_: json.dumps(CATALOG))
-routing.catalog_store = lambda: STORE
+access.catalog_store = lambda: STORE
 CONTEXT = SimpleNamespace(
     function_name="bench",
     memory_limit_in_mb=1024,

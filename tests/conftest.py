@@ -33,7 +33,7 @@ os.environ.update(
 for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(name, None)
 
-from sluice.providers import clients as _clients  # noqa: E402 - after the environment is set
+from sluice import clients as _clients  # noqa: E402 - after the environment is set
 
 # The real cached factory, kept before any test patches clients.get.
 _cached_client_factory = _clients.get
@@ -128,13 +128,13 @@ def aws():
     from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
     from moto import mock_aws
 
-    from sluice.inference import routing
+    from sluice.request import access
 
     def reset() -> None:
         parameters.clear_caches()
         # The real Powertools SSM provider, on a shared client rather than a new session per test.
         DEFAULT_PROVIDERS["ssm"] = parameters.SSMProvider(boto3_client=shared_client("ssm"))
-        routing.catalog_store.cache_clear()
+        access.catalog_store.cache_clear()
         _cached_client_factory.cache_clear()
 
     reset()
@@ -157,7 +157,7 @@ def stubbed(monkeypatch):
     """Backend clients with botocore Stubbers (moto has no Converse): stubbed('bedrock-runtime').add_response(...)."""
     from botocore.stub import Stubber
 
-    from sluice.providers import clients
+    from sluice import clients
 
     stubs: dict[str, Stubber] = {}
     real_get = clients.get

@@ -82,7 +82,7 @@ def decision_event(decision: str, approval_id: str, body: Any = "default") -> di
 @contextmanager
 def task_calls() -> Iterator[list[tuple[str, dict]]]:
     """SendTaskSuccess / SendTaskFailure as the API sends them (operation, parameters)."""
-    from sluice.providers import clients
+    from sluice import clients
 
     client = clients.get("stepfunctions")
     sent: list[tuple[str, dict]] = []
@@ -334,7 +334,7 @@ def test_an_id_not_shaped_like_an_approval_is_a_404_not_a_500(jobs, lambda_conte
 def test_a_decision_step_functions_did_not_receive_can_be_made_again(jobs, lambda_context):
     from botocore.exceptions import ClientError
 
-    from sluice.providers import clients
+    from sluice import clients
 
     approval_id = waiting_job(jobs)
     client = clients.get("stepfunctions")

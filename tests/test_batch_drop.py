@@ -11,11 +11,11 @@ import json
 import random
 from urllib.parse import unquote_plus
 
-from sluice.jobs import services
-from sluice.jobs.batch_policy import transform_plan
-from sluice.jobs.drop import drop_job_id
-from sluice.jobs.models import BatchExecutionInput, JobKind, JobStatus
-from sluice.providers import clients
+from sluice import clients
+from sluice.jobs.kinds.batch_transform.drop import drop_job_id
+from sluice.jobs.kinds.batch_transform.models import BatchExecutionInput
+from sluice.jobs.kinds.batch_transform.policy import transform_plan
+from sluice.jobs.models import JobKind, JobStatus
 from sluice.settings import get_settings
 from tests.conftest import load_event, load_handler, shared_client
 from tests.jobs_support import DATA_BUCKET, IRIS_MODEL_NAME, failing_starts
@@ -293,7 +293,7 @@ def test_a_pin_that_s3_throttles_is_retried_and_the_retry_starts_the_job(jobs, l
     key = "batch-input/iris/slow.csv"
     body = {"Records": [s3_record(key)]}
     other = {"Records": [s3_record("batch-input/iris/fine.csv")]}
-    s3 = services.s3()
+    s3 = clients.get("s3")
 
     def slow_down(params, **_):
         if key in str(params.get("CopySource")):  # a dict, or already the encoded string
@@ -331,7 +331,7 @@ def test_an_unversioned_drop_overwritten_before_it_was_pinned_is_not_scored_in_i
         sent.append(dict(params))
         raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "At least one failed"}}, "CopyObject")
 
-    s3 = services.s3()
+    s3 = clients.get("s3")
     s3.meta.events.register("before-parameter-build.s3.CopyObject", changed_since)
     try:
         answer = handle(sqs_event([body]), lambda_context)

@@ -359,10 +359,10 @@ def test_unreadable_parameter_without_a_good_catalog_says_why(caplog):
 
 
 def test_api_reads_the_catalog_from_ssm(catalog, lambda_context):
-    from sluice.inference import routing
+    from sluice.request import access
 
     assert os.environ["SLUICE_CATALOG_PARAMETER"] == PARAMETER
-    assert sorted(routing.current_catalog().models) == sorted(catalog["models"])
+    assert sorted(access.current_catalog().models) == sorted(catalog["models"])
 
     response = call(event("model-get"), lambda_context)
 
@@ -427,11 +427,11 @@ def test_health_answers_even_when_the_catalog_is_invalid(aws, lambda_context):
 
 
 def test_api_keeps_serving_the_last_good_catalog_from_ssm(catalog, catalog_document, lambda_context):
-    from sluice.inference import routing
+    from sluice.request import access
 
     assert call(event("model-get"), lambda_context)["statusCode"] == 200
     store_catalog(broken(catalog_document, lambda d: d["models"]["iris"].pop("task")))
-    routing.catalog_store().invalidate()  # as if the TTL had passed
+    access.catalog_store().invalidate()  # as if the TTL had passed
 
     response = call(event("model-get"), lambda_context)
 

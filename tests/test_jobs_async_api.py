@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from botocore.stub import ANY
 
-from sluice.jobs import services
-from sluice.jobs.models import AsyncExecutionInput, JobStatus
-from sluice.providers import clients
+from sluice import clients
+from sluice.jobs.kinds.async_inference.models import AsyncExecutionInput
+from sluice.jobs.models import JobStatus
 from sluice.settings import get_settings
 from tests.api_support import assert_error, body_of, call, event, header, set_header
 from tests.conftest import shared_client
@@ -43,7 +43,7 @@ def submit(lambda_context, *, body: bytes | str | None = IRIS_ROWS, key: str | N
 
 def test_async_job_writes_the_input_to_s3_then_the_job_then_starts_the_execution(jobs, lambda_context):
     recorded = {
-        "s3": services.s3(),
+        "s3": clients.get("s3"),
         "dynamodb": clients.get("dynamodb"),
         "stepfunctions": clients.get("stepfunctions"),
     }
@@ -403,7 +403,7 @@ def test_an_upload_used_by_a_job_frees_its_ticket(jobs, lambda_context, monkeypa
 
 
 def test_expired_upload_tickets_no_longer_count(jobs, lambda_context, monkeypatch):
-    import sluice.jobs.submit as submit_module
+    import sluice.jobs.kinds.async_inference.submit as submit_module
 
     set_setting(monkeypatch, "SLUICE_ASYNC_MAX_OPEN_UPLOADS", "1")
     upload_ticket(lambda_context)
@@ -484,11 +484,11 @@ def test_a_retry_while_the_first_request_is_still_running_is_a_409_with_retry_af
         if not answers:
             answers.append(submit(lambda_context, key="order-7"))
 
-    services.s3().meta.events.register("before-call.s3.PutObject", retry_meanwhile)
+    clients.get("s3").meta.events.register("before-call.s3.PutObject", retry_meanwhile)
     try:
         _, first = submit(lambda_context, key="order-7")
     finally:
-        services.s3().meta.events.unregister("before-call.s3.PutObject", retry_meanwhile)
+        clients.get("s3").meta.events.unregister("before-call.s3.PutObject", retry_meanwhile)
 
     assert first["statusCode"] == 202, first["body"]
     ((evt, retried),) = answers

@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from sluice.jobs.models import AsyncExecutionInput, Job, JobKind, JobStatus
+from sluice.jobs.kinds.async_inference.models import AsyncExecutionInput
+from sluice.jobs.models import Job, JobKind, JobStatus
 from sluice.storage.keys import async_input_key, async_output_key, s3_uri
 from tests.workflow_support import CALLER, jobs_stack, new_job_id, run_execution, states_entered
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sluice.jobs.models import BatchExecutionInput, JobStatus
-from sluice.jobs.views import S3_LOCATION_PATTERN, BatchJobRequest
+from sluice.jobs.kinds.batch_transform.models import S3_LOCATION_PATTERN, BatchExecutionInput, BatchJobRequest
+from sluice.jobs.models import JobStatus
 from sluice.settings import get_settings
 from tests.api_support import assert_error, body_of, call, event, header, set_header
 from tests.jobs_support import DATA_BUCKET, IRIS_MODEL_NAME, as_caller, create_jobs_stack, set_setting

@@ -13,7 +13,8 @@ import pytest
 
 from sluice.approvals.models import Approval, ApprovalStatus, approval_id_for
 from sluice.approvals.store import ApprovalStore
-from sluice.jobs.models import BatchExecutionInput, Job, JobKind, JobStatus
+from sluice.jobs.kinds.batch_transform.models import BatchExecutionInput
+from sluice.jobs.models import Job, JobKind, JobStatus
 from sluice.storage.keys import batch_output_prefix, s3_uri
 from tests.api_support import event
 from tests.conftest import load_handler
@@ -90,7 +91,7 @@ def submit(
 
 
 def initial_status(stack, instance_type: str) -> JobStatus:
-    from sluice.jobs.batch import initial_status as api_rule
+    from sluice.jobs.kinds.batch_transform.submit import initial_status as api_rule
 
     return api_rule(instance_type)
 

@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sluice.jobs.models import AsyncExecutionInput, Callback, Job, JobKind, JobStatus
+from sluice.jobs.kinds.async_inference.models import AsyncExecutionInput
+from sluice.jobs.models import Callback, Job, JobKind, JobStatus
 from sluice.jobs.notify import DELIVERY_HEADER
 from sluice.jobs.webhook_signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook, verify_webhook
 from sluice.settings import get_settings

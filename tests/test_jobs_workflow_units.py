@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
-from sluice.jobs.async_inference import TRANSIENT_ERRORS
-from sluice.jobs.batch_policy import (
+from sluice.jobs.kinds.async_inference.models import AsyncExecutionInput
+from sluice.jobs.kinds.async_inference.runner import TRANSIENT_ERRORS
+from sluice.jobs.kinds.batch_transform.models import BatchExecutionInput
+from sluice.jobs.kinds.batch_transform.policy import (
     classify_transform_failure,
     instance_approval,
     transform_name_prefix,
     transform_plan,
 )
-from sluice.jobs.models import AsyncExecutionInput, BatchExecutionInput, Callback, Job, JobKind, JobStatus
+from sluice.jobs.models import Callback, Job, JobKind, JobStatus
 from sluice.jobs.notify import completion_event
 from sluice.jobs.status import MAX_REASON_CHARS, StatusUpdate, failure_reason, record_status
 from tests.conftest import EVENTS, ROOT, load_event, load_handler

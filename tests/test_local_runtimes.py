@@ -470,7 +470,7 @@ def test_invoke_with_other_model_bodies_explains_only_embeddings_are_emulated(be
 @pytest.fixture
 def sluice_clients(monkeypatch, runtime, bedrock_server):
     """Sluice's client factory, fresh (its cache must not hold clients built without the endpoint variables)."""
-    from sluice.providers import clients
+    from sluice import clients
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock_server.url)

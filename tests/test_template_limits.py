@@ -16,7 +16,7 @@ import pytest
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
-from sluice.jobs.upload_tickets import BY_EXPIRY_INDEX
+from sluice.jobs.kinds.async_inference.upload_tickets import BY_EXPIRY_INDEX
 from sluice_local.cfn_adapt import drop_reason
 from tests.conftest import ROOT
 

@@ -257,13 +257,13 @@ def _reset_process_caches() -> None:
     from aws_lambda_powertools.utilities import parameters
     from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
 
-    from sluice.inference import routing
+    from sluice import clients
     from sluice.jobs import notify_sources
-    from sluice.providers import clients
+    from sluice.request import access
     from sluice.settings import get_settings
 
     get_settings.cache_clear()
-    routing.catalog_store.cache_clear()
+    access.catalog_store.cache_clear()
     clients.get.cache_clear()
     parameters.clear_caches()
     DEFAULT_PROVIDERS.clear()

@@ -20,16 +20,12 @@ from sluice.approvals.models import ApprovalList, DecidedApproval, DecisionReque
 from sluice.auth.caller import caller_from_request_context
 from sluice.errors import RouteNotFound, SluiceError
 from sluice.inference.chat import create_chat_completion
-from sluice.inference.context import RequestContext
 from sluice.inference.embeddings import create_embeddings
 from sluice.inference.invoke import InvokeResponse, invoke
 from sluice.inference.listing import describe_model, list_models
-from sluice.inference.validation import parse_json_body, parse_query
-from sluice.jobs.batch import submit_batch
 from sluice.jobs.idempotency import HEADER as IDEMPOTENCY_HEADER
-from sluice.jobs.models import Job
-from sluice.jobs.queries import cancel_job, get_job, list_jobs
-from sluice.jobs.submit import (
+from sluice.jobs.kinds.async_inference.models import UploadRequest, UploadTicket
+from sluice.jobs.kinds.async_inference.submit import (
     CALLBACK_SNS_HEADER,
     CALLBACK_URL_HEADER,
     UPLOAD_HEADER,
@@ -37,10 +33,16 @@ from sluice.jobs.submit import (
     create_upload,
     submit_async,
 )
-from sluice.jobs.views import BatchJobRequest, JobList, JobListQuery, JobView, UploadRequest, UploadTicket
+from sluice.jobs.kinds.batch_transform.models import BatchJobRequest
+from sluice.jobs.kinds.batch_transform.submit import submit_batch
+from sluice.jobs.models import Job
+from sluice.jobs.queries import cancel_job, get_job, list_jobs
+from sluice.jobs.views import JobList, JobListQuery, JobView
 from sluice.openai_compat.chat import ChatCompletion, ChatCompletionRequest
 from sluice.openai_compat.embeddings import EmbeddingList, EmbeddingRequest
 from sluice.openai_compat.models import ModelCard, ModelList
+from sluice.request.context import RequestContext
+from sluice.request.validation import parse_json_body, parse_query
 from sluice.settings import get_settings
 from sluice.telemetry import logger, metrics, record_error, tracer
 

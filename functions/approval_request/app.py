@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
+from sluice import clients
 from sluice.approvals.requests import ApprovalRequest, request_approval
 from sluice.approvals.store import ApprovalStore
 from sluice.jobs.store import JobStore
@@ -18,7 +17,7 @@ from sluice.settings import get_settings
 from sluice.telemetry import logger, tracer
 
 settings = get_settings()
-dynamodb = boto3.client("dynamodb")
+dynamodb = clients.get("dynamodb")
 approvals = ApprovalStore(dynamodb, settings.approvals_table, settings.job_ttl_days)
 jobs = JobStore(dynamodb, settings.jobs_table, settings.job_ttl_days)
 

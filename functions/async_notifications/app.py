@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.utilities.data_classes import SNSEvent, event_source
 from pydantic import ValidationError
 
-from sluice.jobs.async_notifications import AsyncInferenceNotification, apply_notification
+from sluice import clients
+from sluice.jobs.kinds.async_inference.notifications import AsyncInferenceNotification, apply_notification
 from sluice.jobs.notify import announce_completion
 from sluice.jobs.notify_sources import callback_topics, sns_in, webhook_secret
 from sluice.jobs.store import JobStore
@@ -22,8 +22,8 @@ from sluice.settings import get_settings
 from sluice.telemetry import logger, tracer
 
 settings = get_settings()
-store = JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days)
-sns = boto3.client("sns")
+store = JobStore(clients.get("dynamodb"), settings.jobs_table, settings.job_ttl_days)
+sns = clients.get("sns")
 
 
 @logger.inject_lambda_context

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
-from sluice.jobs.async_inference import run_async_inference
-from sluice.jobs.models import AsyncExecutionInput
+from sluice import clients
+from sluice.jobs.kinds.async_inference.models import AsyncExecutionInput
+from sluice.jobs.kinds.async_inference.runner import run_async_inference
 from sluice.telemetry import logger, metrics, tracer
 
-s3 = boto3.client("s3")
+s3 = clients.get("s3")
 
 
 @logger.inject_lambda_context

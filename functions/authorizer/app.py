@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-import boto3
 from aws_lambda_powertools import Logger
 
+from sluice import clients
 from sluice.auth.authorizer import Unauthorized, authorize
 
 logger = Logger()
-dynamodb = boto3.client("dynamodb")
+dynamodb = clients.get("dynamodb")
 TABLE = os.environ["SLUICE_API_KEYS_TABLE"]
 
 

@@ -2,7 +2,7 @@
 
 SQS event source on BatchDropQueue (S3 notifications). A message whose job could not be started is
 reported as a batch item failure: SQS retries it, then parks it in the dead-letter queue. Duplicate
-deliveries start nothing twice (sluice.jobs.drop).
+deliveries start nothing twice (sluice.jobs.kinds.batch_transform.drop).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from sluice.jobs.drop import handle_message
+from sluice.jobs.kinds.batch_transform.drop import handle_message
 from sluice.telemetry import logger, metrics, tracer
 
 processor = BatchProcessor(event_type=EventType.SQS)

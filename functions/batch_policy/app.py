@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from sluice.jobs.batch_policy import classify_transform_failure, instance_approval, transform_plan
-from sluice.jobs.models import BatchExecutionInput
+from sluice.jobs.kinds.batch_transform.models import BatchExecutionInput
+from sluice.jobs.kinds.batch_transform.policy import classify_transform_failure, instance_approval, transform_plan
 from sluice.settings import approval_timeout_seconds, get_settings
 from sluice.telemetry import logger, tracer
 

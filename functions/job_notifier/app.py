@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import boto3
 from pydantic import BaseModel
 
+from sluice import clients
 from sluice.jobs.notify import deliver_callback, publish_job_event, record_delivery
 from sluice.jobs.notify_sources import callback_topics, sns_in, webhook_secret
 from sluice.jobs.status import JobNotFound
@@ -20,8 +20,8 @@ from sluice.settings import get_settings
 from sluice.telemetry import logger, tracer
 
 settings = get_settings()
-store = JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days)
-sns = boto3.client("sns")
+store = JobStore(clients.get("dynamodb"), settings.jobs_table, settings.job_ttl_days)
+sns = clients.get("sns")
 
 
 class NotifyRequest(BaseModel):

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-
+from sluice.jobs import services
 from sluice.jobs.status import StatusUpdate, record_status
-from sluice.jobs.store import JobStore
-from sluice.settings import get_settings
 from sluice.telemetry import logger, tracer
 
-settings = get_settings()
-store = JobStore(boto3.client("dynamodb"), settings.jobs_table, settings.job_ttl_days)
+store = services.store()
 
 
 @logger.inject_lambda_context

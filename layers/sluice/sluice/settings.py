@@ -83,7 +83,7 @@ class Settings:
     # Each open upload ticket is a presigned PUT of up to async_max_upload_bytes: without a cap one
     # caller could hold unlimited storage promises. One more than this is a 429.
     async_max_open_uploads: int = field(default_factory=lambda: int(_env("SLUICE_ASYNC_MAX_OPEN_UPLOADS", "20")))
-    # Where open tickets are counted (sluice.jobs.upload_tickets).
+    # Where open tickets are counted (sluice.jobs.kinds.async_inference.upload_tickets).
     upload_tickets_table: str = field(
         default_factory=lambda: _env("SLUICE_UPLOAD_TICKETS_TABLE", "sluice-upload-tickets")
     )

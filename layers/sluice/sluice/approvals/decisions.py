@@ -12,6 +12,7 @@ import re
 
 from botocore.exceptions import ClientError
 
+from sluice import clients
 from sluice.approvals import services
 from sluice.approvals.models import (
     APPROVAL_ID_PATTERN,
@@ -27,11 +28,11 @@ from sluice.approvals.models import (
 )
 from sluice.auth.roles import require_operator
 from sluice.errors import ApprovalClosed, ApprovalNotFound
-from sluice.inference.context import RequestContext
-from sluice.inference.validation import parse_json_body
 from sluice.jobs import services as job_services
 from sluice.jobs.models import utc_now
 from sluice.providers.errors import from_client_error
+from sluice.request.context import RequestContext
+from sluice.request.validation import parse_json_body
 from sluice.telemetry import logger
 
 LIST_ROUTE = "GET /v1/approvals"
@@ -111,7 +112,7 @@ def withdraw_for_job(approval_id: str, *, by: str, reason: str) -> bool:
 
 
 def _resume_workflow(approval: Approval, record: DecisionRecord) -> None:
-    stepfunctions = services.stepfunctions()
+    stepfunctions = clients.get("stepfunctions")
     try:
         if record.decision == ApprovalStatus.APPROVED.value:
             stepfunctions.send_task_success(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sluice.catalog.models import ModelEntry
-from sluice.inference.context import RequestContext
 from sluice.inference.cost import estimate_cost
 from sluice.providers.result import BackendResult
+from sluice.request.context import RequestContext
 from sluice.telemetry import logger, record_invocation
 
 

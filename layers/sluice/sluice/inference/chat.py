@@ -10,8 +10,6 @@ from sluice.catalog.models import BedrockBackend, ModelEntry, SageMakerBackend
 from sluice.errors import InvalidRequest, ModelFailed
 from sluice.inference import limits
 from sluice.inference.accounting import account
-from sluice.inference.context import RequestContext
-from sluice.inference.routing import resolve_model
 from sluice.openai_compat.chat import (
     AssistantMessage,
     ChatChoice,
@@ -22,6 +20,8 @@ from sluice.openai_compat.chat import (
 )
 from sluice.providers import bedrock, sagemaker
 from sluice.providers.result import BackendResult
+from sluice.request.access import resolve_model
+from sluice.request.context import RequestContext
 
 # Converse stop reasons in OpenAI's words.
 _FINISH_REASONS = {

@@ -11,12 +11,12 @@ from sluice.catalog.models import BedrockBackend
 from sluice.errors import InvalidRequest, ModelFailed
 from sluice.inference import limits
 from sluice.inference.accounting import account
-from sluice.inference.context import RequestContext
-from sluice.inference.routing import resolve_model
 from sluice.openai_compat.chat import SluiceMetadata
 from sluice.openai_compat.embeddings import Embedding, EmbeddingList, EmbeddingRequest, EmbeddingUsage
 from sluice.providers import bedrock
 from sluice.providers.result import BackendResult
+from sluice.request.access import resolve_model
+from sluice.request.context import RequestContext
 
 # Cohere Embed takes at most this many texts per call.
 COHERE_BATCH = 96

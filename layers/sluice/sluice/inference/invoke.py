@@ -11,13 +11,13 @@ from sluice.catalog.models import BedrockBackend, ModelEntry
 from sluice.errors import InvalidRequest
 from sluice.inference import limits
 from sluice.inference.accounting import account
-from sluice.inference.context import RequestContext
 from sluice.inference.converse import ConverseRequest
-from sluice.inference.payload import Encoding, check_json_body, choose_content_type, decode_output
-from sluice.inference.routing import resolve_model
-from sluice.inference.validation import parse_json_body
 from sluice.providers import bedrock, sagemaker
 from sluice.providers.result import BackendResult
+from sluice.request.access import resolve_model
+from sluice.request.body import Encoding, check_json_body, choose_content_type, decode_output
+from sluice.request.context import RequestContext
+from sluice.request.validation import parse_json_body
 
 
 class TokenUsage(BaseModel):

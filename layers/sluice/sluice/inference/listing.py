@@ -5,9 +5,9 @@ from __future__ import annotations
 from sluice.catalog.models import ModelEntry, SageMakerBackend
 from sluice.errors import ModelForbidden, ModelNotFound
 from sluice.inference import limits
-from sluice.inference.context import RequestContext
-from sluice.inference.routing import current_catalog
 from sluice.openai_compat.models import ModelCard, ModelList
+from sluice.request.access import current_catalog
+from sluice.request.context import RequestContext
 from sluice.settings import get_settings
 
 _ROUTE_BY_TASK = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings"}

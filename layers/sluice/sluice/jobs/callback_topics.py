@@ -98,7 +98,7 @@ class TopicsCache:
 @cache
 def _cache_for(name: str, ttl_seconds: float) -> TopicsCache:
     def ssm() -> Any:
-        from sluice.providers import clients
+        from sluice import clients
 
         return clients.get("ssm")
 
@@ -120,6 +120,6 @@ def check_callback_topic(caller: str, topic_arn: str | None, field: str) -> None
         return
     reason = refusal(topic_arn, caller_patterns(caller), get_settings())
     if reason:
-        from sluice.inference.validation import validation_failed
+        from sluice.request.validation import validation_failed
 
         raise validation_failed([{"field": field, "message": reason}])

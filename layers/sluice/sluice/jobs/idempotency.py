@@ -23,7 +23,7 @@ _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 def _persistence(table: str) -> Any:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-    from sluice.providers import clients
+    from sluice import clients
 
     return DynamoDBPersistenceLayer(table_name=table, boto3_client=clients.get("dynamodb"))
 

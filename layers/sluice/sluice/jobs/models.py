@@ -1,12 +1,16 @@
-"""The job record and the state machines' input: the contracts every job component shares."""
+"""The job record: the contract every job component shares, whatever its kind."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sluice.jobs.kinds import JobKind
+
+__all__ = ["ALLOWED_TRANSITIONS", "TERMINAL", "Callback", "Job", "JobKind", "JobStatus", "utc_now"]
 
 
 class JobStatus(StrEnum):
@@ -37,11 +41,6 @@ ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
 }
-
-
-class JobKind(StrEnum):
-    ASYNC = "async"
-    BATCH = "batch"
 
 
 def utc_now() -> str:
@@ -77,45 +76,6 @@ class Job(BaseModel):
     # The Step Functions execution ARN, or the SageMaker InferenceId for native async.
     execution_id: str | None = None
     callback: Callback | None = None
-    # Batch facts (transform job name, instance type and count, ...); empty for async jobs.
+    # The kind's own facts (a batch job's transform job name, instance type and count, ...).
     details: dict[str, Any] = {}
     expires_at: int | None = None  # epoch seconds: DynamoDB TTL
-
-
-class AsyncExecutionInput(BaseModel):
-    """Input of statemachines/async_inference (backends without native async)."""
-
-    job_id: str
-    caller: str
-    model: str
-    input_bucket: str
-    input_key: str
-    output_bucket: str
-    output_key: str
-    content_type: str
-    callback: Callback | None = None
-
-
-class BatchExecutionInput(BaseModel):
-    """Input of statemachines/batch_transform."""
-
-    job_id: str
-    caller: str
-    model: str
-    model_name: str  # the SageMaker model the transform job runs
-    input_bucket: str
-    input_prefix: str
-    # A SageMaker manifest (key in input_bucket) naming exactly the objects to score; None: every
-    # object under input_prefix. A dropped file is scored through one, from its pinned copy.
-    input_manifest_key: str | None = None
-    output_bucket: str
-    output_prefix: str
-    content_type: str
-    # The model's answer type (catalog backend.accept); the input's content type when absent.
-    accept: str | None = None
-    split_type: Literal["Line", "None", "RecordIO", "TFRecord"] = "Line"
-    instance_type: str
-    instance_count: int = Field(ge=1)
-    join_with_input: bool = False
-    max_payload_mb: int = Field(default=6, ge=1, le=6)
-    callback: Callback | None = None

@@ -6,23 +6,19 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import boto3
-
+from sluice import clients
 from sluice.jobs import callback_topics as _topics
 from sluice.jobs.webhook_secrets import SecretCache
 from sluice.settings import get_settings
 
 
-@cache
 def sns_in(region: str) -> Any:
     """A caller's topic may live in another region than the function: one client per region, built once."""
-    return boto3.client("sns", region_name=region)
+    return clients.get("sns", region=region)
 
 
 def _ssm() -> Any:
     # The same SSM client the callback topics are read with.
-    from sluice.providers import clients
-
     return clients.get("ssm")
 
 
@@ -43,6 +39,5 @@ def callback_topics(caller: str) -> tuple[str, ...]:
 
 def reset() -> None:
     """Tests and local mode: forget cached clients, secrets and topics."""
-    for cached in (sns_in, _secrets):
-        cached.cache_clear()
+    _secrets.cache_clear()
     _topics.reset()

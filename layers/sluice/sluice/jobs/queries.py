@@ -6,19 +6,16 @@ nothing across callers.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
 from botocore.exceptions import ClientError
 
+from sluice import clients
 from sluice.errors import JobNotCancellable, JobNotFound
-from sluice.inference.context import RequestContext
-from sluice.inference.validation import validation_failed
 from sluice.jobs import services
-from sluice.jobs.models import Job, JobKind, JobStatus
-from sluice.jobs.views import JobList, JobListQuery, JobView, OutputFile
-from sluice.settings import get_settings
-from sluice.storage.keys import async_output_key, parse_s3_uri
+from sluice.jobs.kinds import hooks
+from sluice.jobs.models import Job, JobStatus
+from sluice.jobs.views import JobList, JobListQuery, JobView
+from sluice.request.context import RequestContext
+from sluice.request.validation import validation_failed
 from sluice.telemetry import logger
 
 CANCELLED_ERROR = "Sluice.Cancelled"
@@ -28,7 +25,7 @@ def get_job(ctx: RequestContext, job_id: str) -> JobView:
     job = _own_job(ctx, job_id)
     if job.status != JobStatus.SUCCEEDED:
         return JobView.of(job)
-    return JobView.of(job, **_downloads(job))
+    return JobView.of(job, **hooks(job.kind).outputs(job))
 
 
 def list_jobs(ctx: RequestContext, query: JobListQuery) -> JobList:
@@ -42,9 +39,9 @@ def list_jobs(ctx: RequestContext, query: JobListQuery) -> JobList:
 
 
 def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
-    """QUEUED, AWAITING_APPROVAL or RUNNING -> CANCELLED first (so nothing can finish the job afterwards),
-    then the work is stopped: the Step Functions execution, for batch the transform job, and a pending
-    approval is withdrawn (no operator is asked about a job that no longer runs)."""
+    """Any non-final status -> CANCELLED first (so nothing can finish the job afterwards), then the work
+    is stopped: the Step Functions execution, whatever else the kind started (its cancel hook), and a
+    pending approval is withdrawn (no operator is asked about a job that no longer runs)."""
     job = _own_job(ctx, job_id)
     store = services.store()
     cancelled = None
@@ -56,13 +53,12 @@ def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
         final = store.get(job_id) or job
         raise JobNotCancellable(
             f"Job '{job_id}' is already {final.status.value} and cannot be cancelled; "
-            "only QUEUED, AWAITING_APPROVAL or RUNNING jobs can be.",
+            f"only {_unfinished()} jobs can be.",
             param="job_id",
             details={"status": final.status.value},
         )
     stopped = {"execution": _stop_execution(cancelled, ctx.caller.identity)}
-    if cancelled.kind == JobKind.BATCH:
-        stopped["transform_job"] = _stop_transform_job(cancelled)
+    stopped.update(hooks(cancelled.kind).cancel(cancelled))
     if cancelled.details.get("approval_id"):
         stopped["approval"] = _withdraw_approval(cancelled, ctx.caller.identity)
     # The audit trail of a control action: who stopped what.
@@ -71,6 +67,11 @@ def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
         extra={"job_id": job_id, "caller": ctx.caller.identity, "from_status": job.status.value, "stopped": stopped},
     )
     return JobView.of(cancelled)
+
+
+def _unfinished() -> str:
+    names = [status.value for status in JobStatus if not status.terminal]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _own_job(ctx: RequestContext, job_id: str) -> Job:
@@ -86,7 +87,7 @@ def _stop_execution(job: Job, caller: str) -> str:
         # A SageMaker async request cannot be withdrawn: its late result is ignored (the job is final).
         return "none"
     try:
-        services.stepfunctions().stop_execution(
+        clients.get("stepfunctions").stop_execution(
             executionArn=arn, error=CANCELLED_ERROR, cause=f"Cancelled by {caller} through the API"
         )
     except ClientError as exc:
@@ -103,57 +104,3 @@ def _withdraw_approval(job: Job, caller: str) -> str:
 
     withdrawn = withdraw_for_job(job.details["approval_id"], by=caller, reason="job cancelled before a decision")
     return "withdrawn" if withdrawn else "already closed"
-
-
-def _stop_transform_job(job: Job) -> str:
-    name = job.details.get("transform_job_name")
-    if not name:
-        return "none"
-    try:
-        services.sagemaker().stop_transform_job(TransformJobName=name)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        # A transform job that already ended cannot be stopped: nothing left to do.
-        if code in ("ValidationException", "ResourceNotFound"):
-            return "already ended"
-        logger.warning("could not stop the transform job", extra={"job_id": job.job_id, "name": name, "code": code})
-        return f"failed: {code}"
-    return "stopped"
-
-
-def _downloads(job: Job) -> dict[str, Any]:
-    settings = get_settings()
-    s3 = services.s3()
-    expires = (datetime.now(UTC) + timedelta(seconds=settings.presigned_url_seconds)).isoformat(timespec="seconds")
-    location = job.output_location
-    if job.kind == JobKind.ASYNC:
-        bucket, key = (
-            parse_s3_uri(location) if location else (settings.data_bucket, async_output_key(job.caller, job.job_id))
-        )
-        url = s3.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.presigned_url_seconds
-        )
-        return {"output_url": url, "output_urls_expire_at": expires}
-    if not location:
-        return {}
-    bucket, prefix = parse_s3_uri(location)
-    try:
-        page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=settings.batch_output_urls_max)
-    except ClientError as exc:
-        logger.warning("could not list the batch output", extra={"job_id": job.job_id, "error": str(exc)})
-        return {}
-    files = [
-        OutputFile(
-            key=item["Key"],
-            size_bytes=item["Size"],
-            url=s3.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": item["Key"]}, ExpiresIn=settings.presigned_url_seconds
-            ),
-        )
-        for item in page.get("Contents", [])
-    ]
-    return {
-        "output_files": files,
-        "output_files_truncated": bool(page.get("IsTruncated")),
-        "output_urls_expire_at": expires,
-    }

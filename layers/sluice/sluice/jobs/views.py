@@ -5,86 +5,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
 
 from sluice.jobs.models import Callback, Job, JobKind, JobStatus
-from sluice.storage.keys import parse_s3_uri
 
 # Step Functions execution names, SageMaker InferenceIds and transform job names all accept it.
 JOB_ID_PATTERN = r"^job-[0-9a-f]{32}$"
-UPLOAD_ID_PATTERN = r"^up-[0-9a-f]{32}$"
-INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9-]+\.[a-z0-9]+$"
-
-
-class UploadRequest(BaseModel):
-    """POST /v1/models/{model}/async/uploads. The size is signed into the URL, so S3 refuses any other."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    size_bytes: int = Field(gt=0, description="Exact size of the file to upload, in bytes")
-
-
-class UploadTicket(BaseModel):
-    object: Literal["upload"] = "upload"
-    upload_id: str
-    model: str
-    method: Literal["PUT"] = "PUT"
-    url: str
-    # Send exactly these headers with the PUT (they are part of the signature).
-    headers: dict[str, str]
-    size_bytes: int
-    expires_at: str
-    # Where the file lands: usable as a batch job's input_prefix too.
-    s3_uri: str
-    next: str
-
-
-# s3://<bucket of 3-63 characters>/<prefix>: stated in the schema, so generated clients send only this form.
-S3_LOCATION_PATTERN = r"^s3://[^/]{3,63}/"
-
-
-class BatchJobRequest(BaseModel):
-    """POST /v1/batch-jobs. Locations are s3:// URIs; in the data bucket a caller reaches only its own
-    prefixes (uploads/<caller>/, async/<caller>/, batch-output/<caller>/)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=1, max_length=128)
-    input_prefix: str = Field(
-        pattern=S3_LOCATION_PATTERN, description="s3://bucket/prefix: every object under it is scored"
-    )
-    output_prefix: str | None = Field(
-        default=None, pattern=S3_LOCATION_PATTERN, description="Default: batch-output/<caller>/<job id>/"
-    )
-    content_type: str | None = Field(default=None, description="Default: the first of the stack's batch types")
-    split_type: Literal["Line", "None", "RecordIO", "TFRecord"] = "Line"
-    instance_type: str | None = Field(default=None, pattern=INSTANCE_TYPE_PATTERN)
-    instance_count: int = Field(default=1, ge=1)
-    join_with_input: bool = False
-    max_payload_mb: int = Field(default=6, ge=1, le=6)
-    # Refused: an approval is an operator's decision (POST /v1/approvals/{id}/approve), never the caller's word.
-    approved_by: SkipJsonSchema[Any] = None
-    callback: Callback | None = None
-
-    @field_validator("approved_by", mode="before")
-    @classmethod
-    def _no_self_approval(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError(
-                "is not accepted: a caller cannot approve its own instance type. A job whose instance "
-                "type needs an approval waits (AWAITING_APPROVAL) until an operator approves it."
-            )
-        return None
-
-    @field_validator("input_prefix", "output_prefix")
-    @classmethod
-    def _s3_uri(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        bucket, _ = parse_s3_uri(value)  # its ValueError names the expected form
-        if not 3 <= len(bucket) <= 63:
-            raise ValueError(f"not an s3://bucket/prefix URI: {value!r}")
-        return value
 
 
 class JobListQuery(BaseModel):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sluice import clients
 from sluice.catalog.models import BedrockBackend
-from sluice.providers import clients
 from sluice.providers.errors import translate_errors
 from sluice.providers.result import BackendResult
 

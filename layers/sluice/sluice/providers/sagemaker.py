@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from sluice import clients
 from sluice.catalog.models import SageMakerBackend
-from sluice.providers import clients
 from sluice.providers.errors import translate_errors
 from sluice.providers.result import BackendResult
 

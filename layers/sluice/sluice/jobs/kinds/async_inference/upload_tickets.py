@@ -68,3 +68,11 @@ class UploadTickets:
     def consume(self, caller: str, upload_id: str) -> None:
         """The upload is now a job's input: its ticket no longer holds a slot (idempotent)."""
         self.dynamodb.delete_item(TableName=self.table, Key={"caller": {"S": caller}, "upload_id": {"S": upload_id}})
+
+
+def upload_tickets() -> UploadTickets:
+    """The stack's upload tickets table."""
+    from sluice import clients
+    from sluice.settings import get_settings
+
+    return UploadTickets(clients.get("dynamodb"), get_settings().upload_tickets_table)

@@ -19,10 +19,10 @@ from pydantic import BaseModel
 
 from sluice.auth.caller import Caller
 from sluice.errors import BackendMisconfigured, BackendUnavailable, InvalidRequest, PayloadTooLarge, Throttled
-from sluice.inference.context import RequestContext
 from sluice.inference.invoke import InvokeResponse, invoke
-from sluice.inference.routing import resolve_model
-from sluice.jobs.models import AsyncExecutionInput
+from sluice.jobs.kinds.async_inference.models import AsyncExecutionInput
+from sluice.request.access import resolve_model
+from sluice.request.context import RequestContext
 from sluice.settings import get_settings
 from sluice.storage.keys import s3_uri
 

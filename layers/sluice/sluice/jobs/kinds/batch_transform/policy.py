@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from sluice.jobs.models import BatchExecutionInput
+from sluice.jobs.kinds.batch_transform.models import BatchExecutionInput
 from sluice.jobs.status import MAX_REASON_CHARS
 from sluice.storage.keys import s3_uri
 

@@ -15,18 +15,20 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sluice import clients
 from sluice.catalog.models import ModelEntry, SageMakerBackend
 from sluice.errors import InvalidRequest, LocationNotAllowed
-from sluice.inference.context import RequestContext
-from sluice.inference.routing import resolve_model
-from sluice.inference.validation import validation_failed
 from sluice.jobs import idempotency, services
-from sluice.jobs.batch_policy import needs_approval
 from sluice.jobs.callback_topics import check_callback_topic
+from sluice.jobs.kinds.batch_transform.models import BatchJobRequest
+from sluice.jobs.kinds.batch_transform.policy import needs_approval
+from sluice.jobs.kinds.batch_transform.start import start_batch
 from sluice.jobs.models import Job, JobKind, JobStatus
-from sluice.jobs.starting import new_job_id, start_batch
-from sluice.jobs.views import BatchJobRequest
+from sluice.jobs.workflow_start import new_job_id
 from sluice.providers.errors import from_client_error
+from sluice.request.access import resolve_model
+from sluice.request.context import RequestContext
+from sluice.request.validation import validation_failed
 from sluice.settings import get_settings
 from sluice.storage.keys import (
     ASYNC_PREFIX,
@@ -144,7 +146,7 @@ def batch_model_name(name: str, entry: ModelEntry) -> str:
 
 
 def initial_status(instance_type: str) -> JobStatus:
-    """The state machine's own rule (sluice.jobs.batch_policy): a job that will wait for an operator says so."""
+    """The state machine's own rule (kinds.batch_transform.policy): a job that will wait for an operator says so."""
     if needs_approval(instance_type, get_settings().batch_unapproved_instance_types):
         return JobStatus.AWAITING_APPROVAL
     return JobStatus.QUEUED
@@ -170,7 +172,7 @@ def check_location(caller: str, bucket: str, prefix: str, field: str, own_prefix
 
 def check_input_exists(bucket: str, prefix: str) -> None:
     try:
-        page = services.s3().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=100)
+        page = clients.get("s3").list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=100)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
             raise validation_failed(

@@ -8,7 +8,7 @@ resolves to nothing (404), never to their data.
 
 A ticket is never larger than the model's runner accepts (a SageMaker async endpoint takes
 async_max_upload_bytes; the async workflow calls the model synchronously, within its payload limit),
-and a caller holds at most async_max_open_uploads open tickets (sluice.jobs.upload_tickets).
+and a caller holds at most async_max_open_uploads open tickets (sluice.jobs.kinds.async_inference.upload_tickets).
 """
 
 from __future__ import annotations
@@ -23,18 +23,21 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from sluice import clients
 from sluice.catalog.models import BedrockBackend, ModelEntry, SageMakerBackend
 from sluice.errors import InvalidRequest, PayloadTooLarge, TooManyOpenUploads, UploadNotFound
-from sluice.inference.context import RequestContext
-from sluice.inference.payload import check_json_body, choose_content_type
-from sluice.inference.routing import resolve_model
-from sluice.inference.validation import validation_failed
 from sluice.jobs import idempotency, services
 from sluice.jobs.callback_topics import check_callback_topic
+from sluice.jobs.kinds.async_inference.models import UPLOAD_ID_PATTERN, UploadRequest, UploadTicket
+from sluice.jobs.kinds.async_inference.start import start_async, uses_native_async
+from sluice.jobs.kinds.async_inference.upload_tickets import upload_tickets
 from sluice.jobs.models import Callback, Job, JobKind
-from sluice.jobs.starting import new_job_id, start_async, uses_native_async
-from sluice.jobs.views import UPLOAD_ID_PATTERN, UploadRequest, UploadTicket
+from sluice.jobs.workflow_start import new_job_id
 from sluice.providers.errors import from_client_error, translate_errors
+from sluice.request.access import resolve_model
+from sluice.request.body import check_json_body, choose_content_type
+from sluice.request.context import RequestContext
+from sluice.request.validation import validation_failed
 from sluice.settings import get_settings
 from sluice.storage.keys import async_input_key, s3_uri, upload_key
 from sluice.telemetry import logger
@@ -79,7 +82,7 @@ def create_upload(ctx: RequestContext, name: str, request: UploadRequest) -> Upl
     settings = get_settings()
     caller = ctx.caller.identity
     _check_upload_size(name, entry, request.size_bytes, "body.size_bytes")
-    tickets = services.upload_tickets()
+    tickets = upload_tickets()
     now = time.time()
     with translate_errors("dynamodb"):
         held = tickets.open_for(caller, now=now)
@@ -94,7 +97,7 @@ def create_upload(ctx: RequestContext, name: str, request: UploadRequest) -> Upl
         )
     upload_id = f"up-{secrets.token_hex(16)}"
     key = upload_key(caller, upload_id)
-    url = services.s3().generate_presigned_url(
+    url = clients.get("s3").generate_presigned_url(
         "put_object",
         Params={"Bucket": settings.data_bucket, "Key": key, "ContentLength": request.size_bytes},
         ExpiresIn=settings.presigned_url_seconds,
@@ -185,7 +188,7 @@ def submit_async(
         if input_key is None:
             # Written before the job exists and before anything may read it (SSE-KMS: the bucket's default).
             with translate_errors("s3"):
-                services.s3().put_object(Bucket=settings.data_bucket, Key=key, Body=body, ContentType=chosen_type)
+                clients.get("s3").put_object(Bucket=settings.data_bucket, Key=key, Body=body, ContentType=chosen_type)
         job = Job(
             job_id=job_id,
             caller=caller,
@@ -222,7 +225,7 @@ def submit_async(
 def _consume_ticket(caller: str, upload_id: str) -> None:
     """The job exists: a failure here only leaves the ticket counted until it expires."""
     try:
-        services.upload_tickets().consume(caller, upload_id)
+        upload_tickets().consume(caller, upload_id)
     except ClientError as exc:
         logger.warning("upload ticket not released", extra={"upload_id": upload_id, "error": str(exc)})
 
@@ -261,7 +264,7 @@ def _uploaded_input(caller: str, name: str, entry: ModelEntry, upload_id: str) -
     settings = get_settings()
     key = upload_key(caller, upload_id)
     try:
-        head = services.s3().head_object(Bucket=settings.data_bucket, Key=key)
+        head = clients.get("s3").head_object(Bucket=settings.data_bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             raise UploadNotFound(

@@ -26,14 +26,15 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from sluice import clients
 from sluice.errors import InvalidRequest
-from sluice.inference.routing import current_catalog
 from sluice.jobs import services
-from sluice.jobs.batch import batch_details, batch_model_name
+from sluice.jobs.kinds.batch_transform.start import start_batch
+from sluice.jobs.kinds.batch_transform.submit import batch_details, batch_model_name
 from sluice.jobs.models import Job, JobKind, JobStatus, utc_now
-from sluice.jobs.starting import start_batch
 from sluice.jobs.store import JobExists
 from sluice.providers.errors import from_client_error
+from sluice.request.access import current_catalog
 from sluice.settings import get_settings
 from sluice.storage.keys import (
     batch_drop_model,
@@ -158,7 +159,7 @@ def pin_dropped_object(job: Job, source: DroppedObject) -> str | None:
         # Unversioned: the copy happens only if the object is still the one that was dropped.
         etag = source.etag.strip('"')
         conditions["CopySourceIfMatch"] = f'"{etag}"'
-    s3 = services.s3()
+    s3 = clients.get("s3")
     try:
         s3.copy_object(Bucket=pinned_bucket, Key=pinned_key, CopySource=copy_source, **conditions)
     except ClientError as exc:

@@ -7,7 +7,7 @@ from functools import cache
 from sluice.catalog.models import Catalog, ModelEntry, SageMakerBackend
 from sluice.catalog.store import CatalogStore
 from sluice.errors import InvalidRequest, ModelForbidden, ModelNotFound
-from sluice.inference.context import RequestContext
+from sluice.request.context import RequestContext
 from sluice.settings import get_settings
 
 
