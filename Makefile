@@ -12,13 +12,14 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export SAM_CLI_CONTAINER_CONNECTION_TIMEOUT := 1
 
-.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench checkov fuzz
+.PHONY: help venv test lint cfn-lint validate unit build local clean lock openapi catalog-check key-create key-list key-revoke bench bench-jobs checkov fuzz
 
 help:
 	@echo "make test    - lint, cfn-lint, sam validate --lint, pytest (creates .venv on first run)"
 	@echo "make build   - sam build (arm64 wheels for the layer)"
 	@echo "make local   - the whole platform on this machine: embedded AWS, real model, emulated Bedrock"
 	@echo "make bench   - benchmarks: sync-path overhead and cold start"
+	@echo "make bench-jobs - jobs under load on local mode: none lost, none doubled, each announced once"
 	@echo "make checkov - checkov on template.yaml (own venv .venv-checkov, not part of make test)"
 	@echo "make fuzz    - schemathesis over every operation of local mode (50 examples each, no 5xx)"
 
@@ -73,6 +74,10 @@ key-revoke: venv
 bench: venv
 	$(BIN)/python benchmarks/sync_overhead.py
 	$(BIN)/python benchmarks/cold_start.py
+
+# Jobs under load on local mode: 200 async jobs and 1,000 dropped files; prints lost/duplicate/announcement counts.
+bench-jobs: venv
+	$(BIN)/python benchmarks/jobs_load.py $(BENCH_JOBS_ARGS)
 
 # checkov has heavy dependencies of its own: a separate venv, and not part of `make test`.
 CHECKOV_VENV ?= .venv-checkov

@@ -408,3 +408,16 @@ def test_state_machine_catches_the_function_error_by_its_type(flow, client):
     assert output["outcome"] == "caught"
     assert output["error"]["Error"] == "FatalError"
     assert json.loads(output["error"]["Cause"])["errorMessage"].endswith("cannot succeed")
+
+
+def test_the_data_bucket_is_versioned_locally_as_the_template_says(deployment, client):
+    # moto's CloudFormation ignores VersioningConfiguration; the drop's job ids rely on S3 events'
+    # versionId, so local mode applies it through the S3 API.
+    from sluice_local.deploy import connect_event_sources
+
+    bucket = deployment.resources["DataBucket"]
+    connect_event_sources(deployment)
+
+    assert client("s3").get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    applied = [item for item in deployment.created if item.logical_id == "DataBucket"]
+    assert "AWS::S3::Bucket VersioningConfiguration" in [item.type for item in applied]

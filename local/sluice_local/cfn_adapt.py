@@ -45,7 +45,9 @@ ATTACHMENT_TYPES = frozenset(
 # Created through the service API after the stack exists (deploy.connect_event_sources).
 API_CREATED_TYPES = frozenset({"AWS::SNS::Subscription"})
 # Properties of types moto's CloudFormation creates but ignores, applied through the API afterwards.
-API_APPLIED_PROPERTIES: dict[str, tuple[str, ...]] = {"AWS::S3::Bucket": ("NotificationConfiguration",)}
+API_APPLIED_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "AWS::S3::Bucket": ("NotificationConfiguration", "VersioningConfiguration")
+}
 # Stack outputs added to resolve deferred resources' intrinsic functions; not the template's outputs.
 LOCAL_OUTPUT_PREFIX = "SluiceLocalResolved"
 # Stands for an intrinsic function in Deferred.properties: {OUTPUT_MARKER: output key}.

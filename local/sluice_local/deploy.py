@@ -466,6 +466,7 @@ def connect_event_sources(deployment: Deployment) -> None:
     creators = {
         ("AWS::SNS::Subscription", None): _create_subscription,
         ("AWS::S3::Bucket", "NotificationConfiguration"): _apply_bucket_notifications,
+        ("AWS::S3::Bucket", "VersioningConfiguration"): _apply_bucket_versioning,
     }
     for item in deployment.pending:
         creator = creators.get((item.type, item.part))
@@ -522,6 +523,18 @@ def _attribute_text(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
+
+
+def _apply_bucket_versioning(item: Pending, deployment: Deployment, session: Any) -> Created | None:
+    """A versioned bucket's S3 events carry each object's versionId, which the drop's job ids use."""
+    s3 = session.client("s3", endpoint_url=deployment.aws_url)
+    bucket = deployment.resources[item.logical_id]
+    if s3.get_bucket_versioning(Bucket=bucket).get("Status"):
+        return None  # moto's CloudFormation applied it itself
+    status = item.properties["VersioningConfiguration"].get("Status", "Enabled")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+    reason = "applied through the S3 API (moto's CloudFormation ignores it)"
+    return Created(item.logical_id, _label(item), bucket, reason)
 
 
 def _apply_bucket_notifications(item: Pending, deployment: Deployment, session: Any) -> Created | None:

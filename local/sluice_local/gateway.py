@@ -262,10 +262,15 @@ class LocalApiGateway:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
+        server = _ApiServer((host, port), Handler)
         threading.Thread(target=server.serve_forever, name="sluice-local-api", daemon=True).start()
         return server
+
+
+class _ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's backlog of 5 resets connections under a burst of concurrent clients (make bench-jobs).
+    request_queue_size = 128
 
 
 def _allows(policy: dict[str, Any], method_arn: str) -> bool:
