@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 
-from sluice_local.config import LocalConfig
+from sluice_local.config import PARAMETER_OVERRIDES, LocalConfig, ParameterOverridesError
 from sluice_local.stack import ENDPOINT, VARIANTS, LocalStack, Started
 
 
@@ -24,6 +24,13 @@ def _skipped_lines(skipped: list) -> list[str]:
             f" +{len(items) - 3} more" if len(items) > 3 else ""
         )
         lines.append(f"    - {kind} x{len(items)} ({names}): {items[0].reason}")
+    return lines
+
+
+def _schedule_lines(started: Started) -> list[str]:
+    """The schedules local mode fires (moto stores them but never does), and those it cannot, with why."""
+    lines = [f"    - {schedule.describe()}" for schedule in started.schedules]
+    lines += [f"    - NOT RUN {item.logical_id} ({item.type}): {item.reason}" for item in started.schedules_not_run]
     return lines
 
 
@@ -49,6 +56,7 @@ def banner(started: Started) -> str:
         if started.operator_key_generated
         else f"\n  Operator key {operator}   (operator, tenant platform; from SLUICE_LOCAL_OPERATOR_KEY)"
     )
+    schedules = "\n".join(_schedule_lines(started)) or "    - none in the template"
     weights = ", ".join(f"{version} {int(weight * 100)}%" for version, weight in VARIANTS)
     return f"""
 Sluice is running locally (nothing here calls AWS; all traffic stays on loopback).
@@ -62,6 +70,9 @@ Sluice is running locally (nothing here calls AWS; all traffic stays on loopback
 
   Not created by the emulator (served or skipped by local mode instead):
 {skipped or "    - none"}{created_section}
+
+  Schedules fired by local mode (rates are template parameters: {PARAMETER_OVERRIDES}):
+{schedules}
 
 Try it (in another terminal):
 
@@ -83,7 +94,12 @@ Ctrl-C stops everything.
 
 
 def main() -> int:
-    stack = LocalStack(LocalConfig())
+    try:
+        config = LocalConfig()
+    except ParameterOverridesError as exc:
+        print(f"sluice local: could not start: {exc}", file=sys.stderr)
+        return 2
+    stack = LocalStack(config)
     stopping = threading.Event()
 
     def stop(*_: object) -> None:
@@ -93,6 +109,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         started = stack.start()
+    except ParameterOverridesError as exc:
+        stack.stop()
+        print(f"sluice local: could not start: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         stack.stop()
         print(f"sluice local: could not start: {exc}", file=sys.stderr)

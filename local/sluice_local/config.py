@@ -3,15 +3,79 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 
 
+PARAMETER_OVERRIDES = "SLUICE_LOCAL_PARAMETER_OVERRIDES"
+# CloudFormation parameter names are alphanumeric.
+_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9]+$")
+# sam's long form: ParameterKey=Name,ParameterValue=value
+_LONG_FORM = re.compile(r"^ParameterKey=([^,]*),ParameterValue=(.*)$", re.DOTALL)
+
+
+class ParameterOverridesError(ValueError):
+    """SLUICE_LOCAL_PARAMETER_OVERRIDES cannot be applied (the message says what and where)."""
+
+
 def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def parse_parameter_overrides(text: str) -> dict[str, str]:
+    """`Key=Value Key2="a b" Key3=x=y`, as `sam deploy --parameter-overrides` takes them.
+
+    Shell quoting ("a b", 'a b', backslashes), the value running to the end of its word (so it may hold
+    `=`), and sam's long form `ParameterKey=Key,ParameterValue=Value` too. A key given twice keeps the last.
+    """
+    try:
+        words = shlex.split(text)
+    except ValueError as error:
+        raise ParameterOverridesError(f"{PARAMETER_OVERRIDES}: cannot split {text!r}: {error}") from None
+    overrides: dict[str, str] = {}
+    for word in words:
+        long_form = _LONG_FORM.match(word)
+        if long_form:
+            key, value = long_form.groups()
+        elif "=" in word:
+            key, value = word.split("=", 1)
+        else:
+            raise ParameterOverridesError(f"{PARAMETER_OVERRIDES}: {word!r} is not Key=Value")
+        if not _PARAMETER_NAME.match(key):
+            raise ParameterOverridesError(
+                f"{PARAMETER_OVERRIDES}: {key!r} is not a parameter name (letters and digits)"
+            )
+        overrides[key] = value
+    return overrides
+
+
+def check_parameter_overrides(overrides: dict[str, str], declared: dict[str, Any], template: Path) -> None:
+    """Fail on a key the template does not declare (a typo would otherwise change nothing, silently), and on
+    a value CloudFormation would refuse: not one of its AllowedValues, or not a number for a Number."""
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        raise ParameterOverridesError(
+            f"{PARAMETER_OVERRIDES}: {template.name} declares no parameter {', '.join(unknown)}; "
+            f"its parameters: {', '.join(sorted(declared)) or 'none'}"
+        )
+    for key, value in overrides.items():
+        declaration = declared[key] or {}
+        allowed = [str(item) for item in declaration.get("AllowedValues", [])]
+        if allowed and value not in allowed:
+            raise ParameterOverridesError(
+                f"{PARAMETER_OVERRIDES}: {key}={value!r} is not one of its allowed values: {', '.join(allowed)}"
+            )
+        if declaration.get("Type") == "Number":
+            try:
+                float(value)
+            except ValueError:
+                raise ParameterOverridesError(f"{PARAMETER_OVERRIDES}: {key}={value!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -33,6 +97,10 @@ class LocalConfig:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("SLUICE_LOCAL_STATE_DIR", ROOT / ".local")))
     template: Path = field(
         default_factory=lambda: Path(os.environ.get("SLUICE_LOCAL_TEMPLATE", ROOT / "template.yaml"))
+    )
+    # Template parameter values for the local stack (SLUICE_LOCAL_PARAMETER_OVERRIDES), over local mode's own.
+    parameter_overrides: dict[str, str] = field(
+        default_factory=lambda: parse_parameter_overrides(os.environ.get(PARAMETER_OVERRIDES, ""))
     )
     host: str = LOOPBACK
 

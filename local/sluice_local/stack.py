@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,10 @@ from botocore.exceptions import ClientError
 
 from sluice_local import netguard
 from sluice_local.api_routes import load_api
-from sluice_local.config import ROOT, LocalConfig
+from sluice_local.config import ROOT, LocalConfig, check_parameter_overrides
 from sluice_local.gateway import LocalApiGateway
+
+logger = logging.getLogger(__name__)
 
 ENDPOINT = "sluice-iris"
 # The same models behind an asynchronous endpoint (InvokeEndpointAsync), reporting to the stack's async topics.
@@ -45,6 +48,9 @@ class Started:
     # The operator key (tenant platform): approvals and the other operations routes.
     operator_key: str = ""
     operator_key_generated: bool = False
+    # The template's schedules local mode fires itself (schedules.Schedule), and those it does not (NotRun).
+    schedules: list[Any] = field(default_factory=list)
+    schedules_not_run: list[Any] = field(default_factory=list)
 
 
 class LocalStack:
@@ -60,9 +66,13 @@ class LocalStack:
         from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
         from sluice_local.models import start_model
         from sluice_local.sagemaker_runtime import AsyncConfig, LocalSageMakerRuntime, Variant
+        from sluice_local.scheduler import LocalScheduler
+        from sluice_local.schedules import read_schedules, stack_values
         from sluice_local.transform import install_transform_runner
 
         config = self.config
+        # Before anything starts: a mistyped override fails at once, naming the template's parameters.
+        parameters = deploy_parameters(config)
         netguard.install()
         _use_local_credentials(config.region)
 
@@ -126,11 +136,7 @@ class LocalStack:
             stack_name=config.stack_name,
             region=config.region,
             connect_events=False,
-            # Local transform jobs finish in seconds: poll them as often (AWS defaults are minutes).
-            parameters={
-                "TransformPollSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_POLL_SECONDS", "2"),
-                "TransformRetryWaitSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_RETRY_WAIT_SECONDS", "5"),
-            },
+            parameters=parameters,
         )
         os.environ.update(function_environment(deployment, moto.url, config.region))
         os.environ.update(
@@ -155,6 +161,14 @@ class LocalStack:
         server = gateway.serve(config.host, config.api_port)
         self._stoppers.append(lambda: (server.shutdown(), server.server_close()))
 
+        # moto stores schedules but never fires them: local mode does, once everything they call is up.
+        schedules, not_run = read_schedules(deployment.translated, stack_values(deployment, parameters))
+        for item in not_run:
+            logger.warning("schedule %s (%s) does not run locally: %s", item.logical_id, item.type, item.reason)
+        scheduler = LocalScheduler(schedules, runner)
+        scheduler.start()
+        self._stoppers.append(scheduler.stop)
+
         buckets = [b["Name"] for b in boto3.client("s3").list_buckets().get("Buckets", [])]
         return Started(
             api_url=config.url(server.server_address[1]),
@@ -170,6 +184,8 @@ class LocalStack:
             skipped=list(deployment.skipped),
             models={version: running.url for version, running in models.items()},
             created=list(deployment.created),
+            schedules=schedules,
+            schedules_not_run=not_run,
         )
 
     def _store_catalog(self, deployment: Any) -> None:
@@ -215,6 +231,21 @@ class LocalStack:
             # Stopping the rest matters more than one failure.
             with contextlib.suppress(Exception):
                 stopper()
+
+
+def deploy_parameters(config: LocalConfig) -> dict[str, str]:
+    """The template parameters local mode deploys with: its own defaults, then SLUICE_LOCAL_PARAMETER_OVERRIDES."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    declared = yaml_parse(config.template.read_text()).get("Parameters", {})
+    check_parameter_overrides(config.parameter_overrides, declared, config.template)
+    # Local transform jobs finish in seconds: poll them as often (AWS defaults are minutes).
+    local = {
+        "TransformPollSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_POLL_SECONDS", "2"),
+        "TransformRetryWaitSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_RETRY_WAIT_SECONDS", "5"),
+    }
+    # Only those the template declares (SLUICE_LOCAL_TEMPLATE may name another one); overrides win.
+    return {**{k: v for k, v in local.items() if k in declared}, **config.parameter_overrides}
 
 
 def _use_local_credentials(region: str) -> None:
