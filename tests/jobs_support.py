@@ -127,7 +127,10 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
     dynamodb.create_table(
         TableName=JOBS_TABLE,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("job_id", "caller", "created_at")],
+        AttributeDefinitions=[
+            {"AttributeName": n, "AttributeType": "S"}
+            for n in ("job_id", "caller", "created_at", "status", "updated_at")
+        ],
         KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
             {
@@ -137,7 +140,16 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
                     {"AttributeName": "created_at", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
-            }
+            },
+            # As template.yaml's: the reaper's stale jobs per status (sluice.jobs.reaper).
+            {
+                "IndexName": "ByStatus",
+                "KeySchema": [
+                    {"AttributeName": "status", "KeyType": "HASH"},
+                    {"AttributeName": "updated_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["kind"]},
+            },
         ],
     )
     dynamodb.create_table(

@@ -141,6 +141,29 @@ class Settings:
     # GET /v1/jobs/{id} of a finished batch job presigns at most this many output files.
     batch_output_urls_max: int = field(default_factory=lambda: int(_env("SLUICE_BATCH_OUTPUT_URLS_MAX", "50")))
 
+    # ---- the reaper (sluice.jobs.reaper): limits in minutes without a change, per status and kind
+    # QUEUED with no execution this long: a submission that crashed before starting its job.
+    reaper_queued_limit_minutes: float = field(
+        default_factory=lambda: float(_env("SLUICE_REAPER_QUEUED_LIMIT_MINUTES", "30"))
+    )
+    # AWAITING_APPROVAL: the approval wait (approval_timeout_hours) plus this.
+    reaper_approval_margin_minutes: float = field(
+        default_factory=lambda: float(_env("SLUICE_REAPER_APPROVAL_MARGIN_MINUTES", "30"))
+    )
+    reaper_async_running_limit_minutes: float = field(
+        default_factory=lambda: float(_env("SLUICE_REAPER_ASYNC_RUNNING_LIMIT_MINUTES", "30"))
+    )
+    # A SageMaker async endpoint's job with neither its output nor its failure object this long after it
+    # started is failed (SageMaker may queue a request for hours: RequestTTL up to 6 h).
+    reaper_async_endpoint_limit_minutes: float = field(
+        default_factory=lambda: float(_env("SLUICE_REAPER_ASYNC_ENDPOINT_LIMIT_MINUTES", "480"))
+    )
+    reaper_batch_running_limit_minutes: float = field(
+        default_factory=lambda: float(_env("SLUICE_REAPER_BATCH_RUNNING_LIMIT_MINUTES", "60"))
+    )
+    # Jobs one run looks at, oldest first; the rest wait for the next run.
+    reaper_max_jobs_per_run: int = field(default_factory=lambda: int(_env("SLUICE_REAPER_MAX_JOBS_PER_RUN", "100")))
+
 
 def approval_timeout_seconds(settings: Settings) -> int:
     """The approval wait in whole seconds (Step Functions' unit), at least one."""
