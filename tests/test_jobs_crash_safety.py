@@ -32,7 +32,7 @@ IRIS_ROWS = b'{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
 REMAINING_MS = 300
 
 
-class LambdaDied(BaseException):  # noqa: N818 - not an error the code may handle: the process is gone
+class LambdaDied(BaseException):
     """The Lambda runtime ended the invocation (timeout, out of memory): no handler sees it."""
 
 

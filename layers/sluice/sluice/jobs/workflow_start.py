@@ -26,7 +26,6 @@ from sluice.jobs.store import JobExists
 from sluice.providers.errors import from_client_error
 from sluice.telemetry import logger
 
-
 # Detail set on a job whose start was refused (failing_on_error): a retry of its key gets a new job.
 START_FAILED = "start_failed"
 # Generations of one key whose start was refused; past this the key's last job is answered.

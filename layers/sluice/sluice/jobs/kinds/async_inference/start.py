@@ -37,9 +37,12 @@ def start_async(job: Job, entry: ModelEntry) -> None:
         # SageMaker has no idempotent InvokeEndpointAsync: the claim makes one attempt the invoker. An
         # attempt that dies between claim and call leaves the job QUEUED without an execution, which
         # the reaper fails; a second invocation (billed twice, answered twice) cannot happen.
-        if services.store().claim(
-            job.job_id, statuses=(JobStatus.QUEUED,), unset=INVOCATION_CLAIM, **{INVOCATION_CLAIM: utc_now()}
-        ) is None:
+        if (
+            services.store().claim(
+                job.job_id, statuses=(JobStatus.QUEUED,), unset=INVOCATION_CLAIM, **{INVOCATION_CLAIM: utc_now()}
+            )
+            is None
+        ):
             return
         with failing_on_error(job, "sagemaker"), translate_errors("sagemaker"):
             answer = clients.get("sagemaker-runtime").invoke_endpoint_async(
