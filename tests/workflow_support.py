@@ -154,6 +154,8 @@ class TransformScript:
     before_create: dict[str, Any] = field(default_factory=dict)
     after_create: dict[str, Any] = field(default_factory=dict)
     on_describe: dict[str, Any] = field(default_factory=dict)
+    # Errors DescribeTransformJob answers first, by job name, one per call: (code, message).
+    describe_errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def install(self, patcher: pytest.MonkeyPatch) -> None:
         from moto.core.exceptions import JsonRESTError
@@ -182,6 +184,8 @@ class TransformScript:
             return job
 
         def describe_transform_job(backend: Any, transform_job_name: str) -> Any:
+            if script.describe_errors.get(transform_job_name):
+                raise JsonRESTError(*script.describe_errors[transform_job_name].pop(0))
             plays = script.statuses.get(transform_job_name)
             job = backend.transform_jobs.get(transform_job_name)
             if plays and job is not None and transform_job_name not in script.stopped:
