@@ -40,7 +40,8 @@ TO_RUNNING = [
 ]
 ONE_ATTEMPT = [
     "Start transform job",
-    "Record transform job",
+    "Transform job still wanted?",
+    "Start polling",
     "Wait for job",
     "Describe transform job",
     "Transform job status?",
@@ -145,6 +146,8 @@ def test_happy_path_the_transform_job_completes_and_the_job_records_its_output(s
     assert states_entered(stack, execution["executionArn"]) == [
         *TO_RUNNING,
         *ONE_ATTEMPT,
+        "Count status check",
+        "Poll limit reached?",
         "Wait for job",
         "Describe transform job",
         "Transform job status?",
@@ -397,7 +400,7 @@ def test_retry_path_a_throttled_create_call_is_retried_by_the_task(stack):
         for event in history(stack, execution["executionArn"])
         if "taskFailedEventDetails" in event
     ]
-    assert [failure["error"] for failure in failures] == ["SageMaker.AmazonSageMakerException"]
+    assert [failure["error"] for failure in failures] == ["TransformApiThrottled"]
     assert "Rate exceeded" in failures[0]["cause"]
     job = stack.store().get(job_id)
     assert job.status == JobStatus.SUCCEEDED

@@ -69,8 +69,12 @@ def statements(resource: dict) -> list[dict]:
 
 def test_no_bug_can_create_a_transform_job_on_an_instance_type_nobody_listed(resources):
     parameters = yaml_parse((ROOT / "template.yaml").read_text())["Parameters"]
+    # "Start transform job" (TransformStartFunction) creates them; the state machine only follows and stops them.
     machine = resources["BatchTransformStateMachine"]
-    creating = [s for s in statements(machine) if "sagemaker:CreateTransformJob" in str(s["Action"])]
+    assert not [s for s in statements(machine) if "sagemaker:CreateTransformJob" in str(s["Action"])]
+    creating = [
+        s for s in statements(resources["TransformStartFunction"]) if "sagemaker:CreateTransformJob" in str(s["Action"])
+    ]
 
     assert len(creating) == 1
     assert creating[0]["Action"] == "sagemaker:CreateTransformJob"
@@ -148,3 +152,32 @@ def test_the_batch_workflow_may_check_a_dropped_files_pinned_copy(resources):
         s for s in statements(resources["BatchTransformStateMachine"]) if s.get("Sid") == "CheckTheInputPrefix"
     ]
     assert f"{BATCH_PINNED_PREFIX}/*" in listing["Condition"]["StringLike"]["s3:prefix"]
+
+
+# --- bounded workflows -----------------------------------------------------------------------------
+
+
+def test_every_state_machine_is_bounded_by_a_timeout_parameter(resources):
+    import json
+    import re
+
+    for logical_id, parameter in (
+        ("AsyncInferenceStateMachine", "AsyncWorkflowTimeoutSeconds"),
+        ("BatchTransformStateMachine", "BatchWorkflowTimeoutSeconds"),
+    ):
+        properties = resources[logical_id]["Properties"]
+        definition = (ROOT / properties["DefinitionUri"]).read_text()
+        definition = re.sub(r"\$\{\w+\}", "7", definition.replace(f"${{{parameter}}}", "1"))
+        assert json.loads(definition)["TimeoutSeconds"] == 1
+        assert properties["DefinitionSubstitutions"][parameter] == {"Ref": parameter}
+
+
+def test_the_transform_poll_loop_stays_far_below_the_history_limit_at_the_defaults():
+    parameters = yaml_parse((ROOT / "template.yaml").read_text())["Parameters"]
+    # About 14 history events per status check (Wait, Task, three Choice/Pass states); 25,000 per execution.
+    worst = int(parameters["TransformMaxPolls"]["MaxValue"]) * int(parameters["TransformMaxAttempts"]["Default"]) * 14
+    assert worst < 25_000
+    polls = int(parameters["TransformMaxPolls"]["Default"]) * int(parameters["TransformPollMaxSeconds"]["Default"])
+    attempts = int(parameters["TransformMaxAttempts"]["Default"])
+    approval = float(parameters["ApprovalTimeoutHours"]["Default"]) * 3600
+    assert int(parameters["BatchWorkflowTimeoutSeconds"]["Default"]) > approval + attempts * polls

@@ -251,7 +251,12 @@ def test_alarm_notifications_may_use_the_key_only_for_this_stacks_alarms(resourc
 
 def test_no_role_may_touch_transform_jobs_sluice_did_not_name(resources):
     touching = [(name, s) for name, s in all_role_statements(resources) if any("TransformJob" in a for a in actions(s))]
-    assert {name for name, _ in touching} == {"ApiFunction", "BatchTransformStateMachine", "JobReaperFunction"}
+    assert {name for name, _ in touching} == {
+        "ApiFunction",
+        "BatchTransformStateMachine",
+        "JobReaperFunction",
+        "TransformStartFunction",
+    }
     for name, statement in touching:
         resource = resolve(statement["Resource"], {})
         assert resource == f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:transform-job/job-*", name

@@ -5,7 +5,10 @@ Waits and retry intervals come from stack parameters (1 s, JitterStrategy FULL m
 shorter). moto is adjusted in-process only where the tests need to steer it, each time said here:
 
 - transform jobs: moto marks them Completed at once; `TransformScript` makes chosen jobs report
-  InProgress, Failed (with a FailureReason) or Stopped, and CreateTransformJob answer errors.
+  InProgress, Failed (with a FailureReason) or Stopped, and CreateTransformJob answer errors. It also
+  gives moto what AWS does and moto lacks: CreateTransformJob of an existing name is ResourceInUse (moto
+  overwrites it), and StopTransformJob exists (an InProgress job becomes Stopped; AWS passes through
+  Stopping); and it lets a test act at a chosen moment (before or after a create, at a status check).
 - aws-sdk error names: moto names an SDK integration's error after the lower-case service
   ("sagemaker.sagemakerException"); Step Functions uses the PascalCase service and, for errors the
   SDK does not model, Amazon<Service>Exception ("SageMaker.AmazonSageMakerException"). The shim gives
@@ -52,6 +55,8 @@ TEST_PARAMETERS = {
     "InferenceRetryMaxAttempts": "2",
     "InferenceRetryBackoffRate": "1",
     "TransformPollSeconds": "1",
+    "TransformPollMaxSeconds": "2",
+    "TransformMaxPolls": "3",
     "TransformMaxAttempts": "3",
     "TransformRetryWaitSeconds": "1",
     "SdkRetryIntervalSeconds": "1",
@@ -139,15 +144,24 @@ class FakeRuntime:
 class TransformScript:
     """What chosen transform jobs report, by job name: a list of (status, failure reason) played one
     per DescribeTransformJob (the last repeats); and errors CreateTransformJob answers, by name prefix,
-    one per call: (code, message), e.g. ("ThrottlingException", "Rate exceeded")."""
+    one per call: (code, message), e.g. ("ThrottlingException", "Rate exceeded"). `before_create` /
+    `after_create` / `on_describe` run a test's action (a cancel, say) at that moment, by job name."""
 
     statuses: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     create_errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     created: list[dict[str, Any]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    before_create: dict[str, Any] = field(default_factory=dict)
+    after_create: dict[str, Any] = field(default_factory=dict)
+    on_describe: dict[str, Any] = field(default_factory=dict)
+    # Errors DescribeTransformJob answers first, by job name, one per call: (code, message).
+    describe_errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def install(self, patcher: pytest.MonkeyPatch) -> None:
         from moto.core.exceptions import JsonRESTError
+        from moto.core.responses import EmptyResult
         from moto.sagemaker.models import SageMakerModelBackend
+        from moto.sagemaker.responses import SageMakerResponse
 
         script = self
         create, describe = SageMakerModelBackend.create_transform_job, SageMakerModelBackend.describe_transform_job
@@ -156,20 +170,50 @@ class TransformScript:
             for prefix, errors in script.create_errors.items():
                 if transform_job_name.startswith(prefix) and errors:
                     raise JsonRESTError(*errors.pop(0))
+            if transform_job_name in backend.transform_jobs:
+                raise JsonRESTError("ResourceInUse", f"Job {transform_job_name} already exists.")
+            if transform_job_name in script.before_create:
+                script.before_create.pop(transform_job_name)()
             job = create(backend, transform_job_name=transform_job_name, **kwargs)
+            if transform_job_name in script.statuses:
+                # Running from the start, as on AWS, until a status check plays the script.
+                job.transform_job_status = "InProgress"
             script.created.append({"TransformJobName": transform_job_name, **kwargs})
+            if transform_job_name in script.after_create:
+                script.after_create.pop(transform_job_name)()
             return job
 
         def describe_transform_job(backend: Any, transform_job_name: str) -> Any:
+            if script.describe_errors.get(transform_job_name):
+                raise JsonRESTError(*script.describe_errors[transform_job_name].pop(0))
             plays = script.statuses.get(transform_job_name)
             job = backend.transform_jobs.get(transform_job_name)
-            if plays and job is not None:
+            if plays and job is not None and transform_job_name not in script.stopped:
                 status, reason = plays.pop(0) if len(plays) > 1 else plays[0]
                 job.transform_job_status, job.failure_reason = status, reason
+            if transform_job_name in script.on_describe and job is not None:
+                script.on_describe.pop(transform_job_name)()
             return describe(backend, transform_job_name)
+
+        def stop_transform_job(response: Any) -> Any:
+            name = response._get_param("TransformJobName")
+            job = response.sagemaker_backend.transform_jobs.get(name)
+            if job is None:
+                raise JsonRESTError("ValidationException", f"Could not find job to update with name {name}")
+            if job.transform_job_status not in ("InProgress", "Stopping"):
+                raise JsonRESTError("ValidationException", f"Job {name} is {job.transform_job_status}: not stoppable")
+            job.transform_job_status = "Stopped"
+            script.stopped.append(name)
+            return EmptyResult()
 
         patcher.setattr(SageMakerModelBackend, "create_transform_job", create_transform_job)
         patcher.setattr(SageMakerModelBackend, "describe_transform_job", describe_transform_job)
+        patcher.setattr(SageMakerResponse, "stop_transform_job", stop_transform_job, raising=False)
+
+    def status_of(self, backend_name: str) -> str:
+        from moto.sagemaker.models import sagemaker_backends
+
+        return sagemaker_backends[ACCOUNT][REGION].transform_jobs[backend_name].transform_job_status
 
 
 def aws_sdk_error_names(patcher: pytest.MonkeyPatch) -> None:

@@ -242,6 +242,8 @@ def deploy_parameters(config: LocalConfig) -> dict[str, str]:
     # Local transform jobs finish in seconds: poll them as often (AWS defaults are minutes).
     local = {
         "TransformPollSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_POLL_SECONDS", "2"),
+        # The wait doubles per status check; locally it stops growing at a few seconds.
+        "TransformPollMaxSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_POLL_MAX_SECONDS", "8"),
         "TransformRetryWaitSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_RETRY_WAIT_SECONDS", "5"),
     }
     # Only those the template declares (SLUICE_LOCAL_TEMPLATE may name another one); overrides win.

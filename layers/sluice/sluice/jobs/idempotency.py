@@ -3,10 +3,15 @@
 Powertools idempotency over DynamoDB (settings.idempotency_table). The key is the caller, the route
 and the header's value; the request's payload is validated, so reusing a key for a different request
 is an error instead of a silent replay. Without the header nothing is remembered.
+
+With the header the job id is derived from (caller, route, key) too (job_id_for), so a retry that
+runs `create` again after the first attempt died (its in-progress record expired) lands on the same
+job, and every step of `create` is written to be safe to repeat.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from functools import cache
@@ -26,6 +31,17 @@ def _persistence(table: str) -> Any:
     from sluice import clients
 
     return DynamoDBPersistenceLayer(table_name=table, boto3_client=clients.get("dynamodb"))
+
+
+def job_id_for(caller: str, route: str, key: str, generation: int = 0) -> str:
+    """job-<32 hex> (JOB_ID_PATTERN) from sha256 over the length-prefixed parts: no two different
+    (caller, route, key) share an encoding, so no two share a job id. `generation` counts the jobs of a
+    key whose start was refused (a retry of those gets a new job, as without a key)."""
+    digest = hashlib.sha256()
+    for part in (caller, route, key, str(generation)):
+        data = part.encode()
+        digest.update(len(data).to_bytes(4, "big") + data)
+    return f"job-{digest.hexdigest()[:32]}"
 
 
 def check_key(key: str | None) -> str | None:

@@ -177,6 +177,36 @@ class JobStore:
             return False
         return True
 
+    def claim(
+        self, job_id: str, *, statuses: tuple[JobStatus, ...], unset: str | None = None, **details: Any
+    ) -> Job | None:
+        """Set keys inside `details` only while the job is in one of `statuses` (and, with `unset`, only
+        while details.<unset> is not set yet): the job as updated, or None when the condition failed.
+
+        A step that must not run twice, or not after a cancel, claims its turn this way first."""
+        names: dict[str, str] = {"#updated_at": "updated_at", "#status": "status"}
+        values: dict[str, Any] = {":updated_at": _serializer.serialize(utc_now())}
+        assignments = ["#updated_at = :updated_at", *_detail_assignments(details, names, values)]
+        values.update({f":in{i}": {"S": status.value} for i, status in enumerate(statuses)})
+        condition = "attribute_exists(job_id) AND #status IN (" + ", ".join(f":in{i}" for i in range(len(statuses)))
+        condition += ")"
+        if unset is not None:
+            names["#details"], names["#unset"] = "details", unset
+            condition += " AND attribute_not_exists(#details.#unset)"
+        try:
+            answer = self.dynamodb.update_item(
+                TableName=self.table,
+                Key={"job_id": {"S": job_id}},
+                UpdateExpression="SET " + ", ".join(assignments),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return None
+        return _job(answer["Attributes"])
+
 
 def _detail_assignments(details: dict[str, Any], names: dict[str, str], values: dict[str, Any]) -> list[str]:
     """`details.<key> = value` for each key (the details map exists on every created job)."""

@@ -3,6 +3,10 @@
 The job row always exists first (the workflow updates it). An execution is named after its job, so
 starting one twice is harmless: Step Functions returns the same execution for the same name and
 input, and a retried start after a crash finds it.
+
+With an Idempotency-Key the job id is derived from the request (sluice.jobs.idempotency.job_id_for)
+and each step here is safe to repeat: `create_once` keeps the row an earlier attempt wrote, and a
+start is skipped once the job has its execution recorded or has moved on.
 """
 
 from __future__ import annotations
@@ -16,14 +20,50 @@ from pydantic import BaseModel
 
 from sluice import clients
 from sluice.errors import BackendMisconfigured, SluiceError
-from sluice.jobs import services
+from sluice.jobs import idempotency, services
 from sluice.jobs.models import Job, JobStatus
+from sluice.jobs.store import JobExists
 from sluice.providers.errors import from_client_error
 from sluice.telemetry import logger
 
+# Detail set on a job whose start was refused (failing_on_error): a retry of its key gets a new job.
+START_FAILED = "start_failed"
+# Generations of one key whose start was refused; past this the key's last job is answered.
+_MAX_GENERATIONS = 20
 
-def new_job_id() -> str:
-    return f"job-{secrets.token_hex(16)}"
+
+def new_job_id(*, caller: str | None = None, route: str | None = None, key: str | None = None) -> str:
+    """A random id; with an Idempotency-Key the id its (caller, route, key) derive, so a retry after a
+    crash lands on the job the crashed attempt began. A job of that key whose start was refused is
+    FAILED for good: the retry gets the next generation's id (a new job, as a retry without a key)."""
+    if key is None or caller is None or route is None:
+        return f"job-{secrets.token_hex(16)}"
+    store = services.store()
+    job_id = idempotency.job_id_for(caller, route, key)
+    for generation in range(1, _MAX_GENERATIONS):
+        job = store.get(job_id)
+        if job is None or not job.details.get(START_FAILED):
+            return job_id
+        job_id = idempotency.job_id_for(caller, route, key, generation)
+    return job_id
+
+
+def create_once(job: Job) -> Job:
+    """The job row, written once: a repeated create (a retry after a crash) gets the row as stored."""
+    store = services.store()
+    try:
+        return store.create(job)
+    except JobExists:
+        existing = store.get(job.job_id)
+        # The id holds the caller, so only a digest collision could name another caller's job.
+        if existing is None or existing.caller != job.caller or existing.kind != job.kind:
+            raise
+        return existing
+
+
+def already_started(job: Job) -> bool:
+    """An earlier attempt started this job (its execution is recorded), or it moved on without us."""
+    return bool(job.execution_id) or job.status not in (JobStatus.QUEUED, JobStatus.AWAITING_APPROVAL)
 
 
 def execution_arn(state_machine_arn: str, name: str) -> str:
@@ -54,5 +94,7 @@ def failing_on_error(job: Job, service: str) -> Iterator[None]:
     except Exception as error:
         reason = error.message if isinstance(error, SluiceError) else f"{type(error).__name__}: {error}"
         logger.error("job could not be started", extra={"job_id": job.job_id, "service": service, "reason": reason})
-        services.store().transition(job.job_id, JobStatus.FAILED, failure_reason=f"Could not start: {reason}")
+        services.store().transition(
+            job.job_id, JobStatus.FAILED, failure_reason=f"Could not start: {reason}", add_details={START_FAILED: True}
+        )
         raise

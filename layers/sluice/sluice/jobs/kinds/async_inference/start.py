@@ -7,8 +7,8 @@ from sluice import clients
 from sluice.catalog.models import ModelEntry, SageMakerBackend
 from sluice.jobs import services
 from sluice.jobs.kinds.async_inference.models import AsyncExecutionInput
-from sluice.jobs.models import Job, JobStatus
-from sluice.jobs.workflow_start import failing_on_error, start_execution
+from sluice.jobs.models import Job, JobStatus, utc_now
+from sluice.jobs.workflow_start import already_started, failing_on_error, start_execution
 from sluice.providers.errors import translate_errors
 from sluice.settings import get_settings
 from sluice.storage.keys import async_output_key, parse_s3_uri
@@ -18,10 +18,32 @@ def uses_native_async(entry: ModelEntry) -> bool:
     return isinstance(entry.backend, SageMakerBackend) and entry.backend.async_endpoint
 
 
+# Set on the job before InvokeEndpointAsync: a repeated start (a retry after a crash) never invokes twice.
+INVOCATION_CLAIM = "invocation_requested_at"
+
+
 def start_async(job: Job, entry: ModelEntry) -> None:
+    """Safe to repeat: a job already started (or moved on) is left as it is."""
+    native = uses_native_async(entry)
+    if native and job.execution_id and job.status == JobStatus.QUEUED:
+        # An earlier attempt recorded SageMaker's answer and died before the move: finish that step.
+        services.store().transition(job.job_id, JobStatus.RUNNING)
+        return
+    if already_started(job):
+        return
     content_type = job.details["content_type"]
     backend = entry.backend
-    if isinstance(backend, SageMakerBackend) and backend.async_endpoint:
+    if native and isinstance(backend, SageMakerBackend):
+        # SageMaker has no idempotent InvokeEndpointAsync: the claim makes one attempt the invoker. An
+        # attempt that dies between claim and call leaves the job QUEUED without an execution, which
+        # the reaper fails; a second invocation (billed twice, answered twice) cannot happen.
+        if (
+            services.store().claim(
+                job.job_id, statuses=(JobStatus.QUEUED,), unset=INVOCATION_CLAIM, **{INVOCATION_CLAIM: utc_now()}
+            )
+            is None
+        ):
+            return
         with failing_on_error(job, "sagemaker"), translate_errors("sagemaker"):
             answer = clients.get("sagemaker-runtime").invoke_endpoint_async(
                 EndpointName=backend.endpoint_name,

@@ -32,7 +32,7 @@ from sluice.jobs.kinds.async_inference.models import UPLOAD_ID_PATTERN, UploadRe
 from sluice.jobs.kinds.async_inference.start import start_async, uses_native_async
 from sluice.jobs.kinds.async_inference.upload_tickets import upload_tickets
 from sluice.jobs.models import Callback, Job, JobKind
-from sluice.jobs.workflow_start import new_job_id
+from sluice.jobs.workflow_start import create_once, new_job_id
 from sluice.providers.errors import from_client_error, translate_errors
 from sluice.request.access import resolve_model
 from sluice.request.body import check_json_body, choose_content_type
@@ -182,8 +182,10 @@ def submit_async(
         input_key, input_bytes = None, len(body)
         payload["body_sha256"] = hashlib.sha256(body).hexdigest()
 
+    route = f"POST /v1/models/{name}/async"
+
     def create() -> str:
-        job_id = new_job_id()
+        job_id = new_job_id(caller=caller, route=route, key=idempotency_key)
         key = input_key or async_input_key(caller, job_id)
         if input_key is None:
             # Written before the job exists and before anything may read it (SSE-KMS: the bucket's default).
@@ -203,14 +205,14 @@ def submit_async(
                 **native_endpoint,
             },
         )
-        job = services.store().create(job)
+        job = create_once(job)
         start_async(job, entry)
         return job_id
 
     job_id, replayed = idempotency.once(
         key=idempotency_key,
         caller=caller,
-        route=f"POST /v1/models/{name}/async",
+        route=route,
         payload=payload,
         create=create,
         lambda_context=lambda_context,

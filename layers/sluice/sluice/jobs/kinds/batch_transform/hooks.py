@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 
 from sluice import clients
 from sluice.jobs.kind_hooks import KindHooks, Reconciliation, shared_stale_after
+from sluice.jobs.kinds.batch_transform.transform_start import stop_transform_job
 from sluice.jobs.models import Job, JobStatus
 from sluice.jobs.status import MAX_REASON_CHARS
 from sluice.jobs.views import OutputFile
@@ -23,19 +24,15 @@ def cancel(job: Job) -> dict[str, str]:
 
 
 def _stop_transform_job(job: Job) -> str:
+    # Recorded by "Start transform job" before it creates the job (transform_start), so a cancel at any
+    # point finds the name of a transform job that may exist; stopping one never created is harmless.
     name = job.details.get("transform_job_name")
     if not name:
         return "none"
-    try:
-        clients.get("sagemaker").stop_transform_job(TransformJobName=name)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        # A transform job that already ended cannot be stopped: nothing left to do.
-        if code in ("ValidationException", "ResourceNotFound"):
-            return "already ended"
-        logger.warning("could not stop the transform job", extra={"job_id": job.job_id, "name": name, "code": code})
-        return f"failed: {code}"
-    return "stopped"
+    outcome = stop_transform_job(clients.get("sagemaker"), name)
+    if outcome.startswith("failed"):
+        logger.warning("could not stop the transform job", extra={"job_id": job.job_id, "name": name})
+    return outcome
 
 
 def outputs(job: Job) -> dict[str, Any]:

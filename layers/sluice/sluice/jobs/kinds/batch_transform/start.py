@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sluice.jobs.kinds.batch_transform.models import BatchExecutionInput
 from sluice.jobs.models import Job
-from sluice.jobs.workflow_start import failing_on_error, start_execution
+from sluice.jobs.workflow_start import already_started, failing_on_error, start_execution
 from sluice.settings import get_settings
 from sluice.storage.keys import parse_s3_uri
 
@@ -38,7 +38,13 @@ def batch_execution_input(job: Job) -> BatchExecutionInput:
 
 
 def start_batch(job: Job, *, fail_job_on_error: bool = True) -> str:
-    """`fail_job_on_error=False` leaves the job QUEUED so a retry (the drop queue's) can start it."""
+    """`fail_job_on_error=False` leaves the job QUEUED so a retry (the drop queue's) can start it.
+
+    Safe to repeat: a job whose execution is recorded is not started again (its ARN is returned)."""
+    if job.execution_id:
+        return job.execution_id
+    if already_started(job):
+        return ""
     settings = get_settings()
     execution_input = batch_execution_input(job)
     arn, setting = settings.batch_state_machine_arn, "SLUICE_BATCH_STATE_MACHINE_ARN"

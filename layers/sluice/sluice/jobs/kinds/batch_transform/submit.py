@@ -24,7 +24,7 @@ from sluice.jobs.kinds.batch_transform.models import BatchJobRequest
 from sluice.jobs.kinds.batch_transform.policy import needs_approval
 from sluice.jobs.kinds.batch_transform.start import start_batch
 from sluice.jobs.models import Job, JobKind, JobStatus
-from sluice.jobs.workflow_start import new_job_id
+from sluice.jobs.workflow_start import create_once, new_job_id
 from sluice.providers.errors import from_client_error
 from sluice.request.access import resolve_model
 from sluice.request.context import RequestContext
@@ -83,8 +83,10 @@ def submit_batch(
         check_location(caller, output_bucket, output_prefix, "output_prefix", _WRITABLE)
     check_input_exists(input_bucket, input_prefix)
 
+    route = "POST /v1/batch-jobs"
+
     def create() -> str:
-        job_id = new_job_id()
+        job_id = new_job_id(caller=caller, route=route, key=idempotency_key)
         output = request.output_prefix or s3_uri(settings.data_bucket, batch_output_prefix(caller, job_id))
         job = Job(
             job_id=job_id,
@@ -107,14 +109,14 @@ def submit_batch(
                 max_payload_mb=request.max_payload_mb,
             ),
         )
-        job = services.store().create(job)
+        job = create_once(job)
         start_batch(job)
         return job_id
 
     job_id, replayed = idempotency.once(
         key=idempotency_key,
         caller=caller,
-        route="POST /v1/batch-jobs",
+        route=route,
         payload=request.model_dump(mode="json", exclude_none=True),
         create=create,
         lambda_context=lambda_context,
