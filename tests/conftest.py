@@ -212,3 +212,23 @@ def models(tmp_path_factory):
     yield {model.version: model for model in started}
     for model in started:
         model.stop()
+
+
+@pytest.fixture
+def final_moves(monkeypatch):
+    """Every transition into a final state that the jobs table accepted, by job id (the real store's)."""
+    from collections import Counter
+
+    from sluice.jobs.store import JobStore
+
+    moves: Counter[str] = Counter()
+    transition = JobStore.transition
+
+    def counted(self, job_id, to, **kwargs):
+        job = transition(self, job_id, to, **kwargs)
+        if job is not None and to.terminal:
+            moves[job_id] += 1
+        return job
+
+    monkeypatch.setattr(JobStore, "transition", counted)
+    return moves

@@ -16,12 +16,10 @@ test_jobs_batch_workflow.test_cancel_path_a_job_cancelled_while_awaiting_approva
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import pytest
 
 from sluice.jobs.models import JobStatus
-from sluice.jobs.store import JobStore
 from tests.api_support import event
 from tests.conftest import load_handler
 from tests.jobs_support import as_caller, for_path_id
@@ -35,22 +33,6 @@ MAX_POLLS = int(TEST_PARAMETERS["TransformMaxPolls"])
 def stack():
     with jobs_stack("sluice-batch-safety", {"version": 1, "models": {}}) as deployed:
         yield deployed
-
-
-@pytest.fixture
-def final_moves(monkeypatch):
-    """Every transition into a final state that the jobs table accepted, by job id (the real store's)."""
-    moves: Counter[str] = Counter()
-    transition = JobStore.transition
-
-    def counted(self, job_id, to, **kwargs):
-        job = transition(self, job_id, to, **kwargs)
-        if job is not None and to.terminal:
-            moves[job_id] += 1
-        return job
-
-    monkeypatch.setattr(JobStore, "transition", counted)
-    return moves
 
 
 def run(stack, execution_input) -> dict:

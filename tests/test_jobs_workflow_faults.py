@@ -14,7 +14,6 @@ Faults, each injected once into one Task (chosen by its function and its request
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sluice import clients
-from sluice.jobs.store import JobStore
 from sluice_local.lambdas import InvokeResult
 from tests.test_jobs_async_workflow import CATALOG
 from tests.test_jobs_async_workflow import submit as submit_async
@@ -35,22 +33,6 @@ from tests.workflow_support import jobs_stack, run_execution
 def stack():
     with jobs_stack("sluice-faults", CATALOG) as deployed:
         yield deployed
-
-
-@pytest.fixture
-def final_moves(monkeypatch):
-    """Every accepted transition into a final state, by job id (the real store's)."""
-    moves: Counter[str] = Counter()
-    transition = JobStore.transition
-
-    def counted(self, job_id, to, **kwargs):
-        job = transition(self, job_id, to, **kwargs)
-        if job is not None and to.terminal:
-            moves[job_id] += 1
-        return job
-
-    monkeypatch.setattr(JobStore, "transition", counted)
-    return moves
 
 
 def throttled_table(code: str, message: str) -> Callable[[], ClientError]:
