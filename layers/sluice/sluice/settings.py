@@ -72,6 +72,11 @@ class Settings:
         default_factory=lambda: int(_env("SLUICE_CALLBACK_TOPICS_TTL_SECONDS", "300"))
     )
     job_ttl_days: int = field(default_factory=lambda: int(_env("SLUICE_JOB_TTL_DAYS", "30")))
+    # How long one announcer holds a job's announcement (sluice.jobs.announcement_marks) before another
+    # may take it over: longer than the announcer function's timeout.
+    announcement_lease_seconds: int = field(
+        default_factory=lambda: int(_env("SLUICE_ANNOUNCEMENT_LEASE_SECONDS", "120"))
+    )
     presigned_url_seconds: int = field(default_factory=lambda: int(_env("SLUICE_PRESIGNED_URL_SECONDS", "3600")))
     # Inline async bodies are capped by API Gateway (10 MB); larger inputs go through an upload URL.
     async_max_inline_bytes: int = field(
