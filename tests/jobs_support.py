@@ -124,13 +124,12 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
     callback_topics.reset()
 
     dynamodb = shared_client("dynamodb")
+    # As template.yaml's JobsTable: its stream feeds the announcer (tests/announcer_support.py).
+    attributes = ("job_id", "caller", "created_at", "status", "updated_at", "announce_pending", "finished_at")
     dynamodb.create_table(
         TableName=JOBS_TABLE,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": n, "AttributeType": "S"}
-            for n in ("job_id", "caller", "created_at", "status", "updated_at")
-        ],
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in attributes],
         KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
             {
@@ -150,7 +149,16 @@ def create_jobs_stack(monkeypatch: Any, catalog_document: dict) -> JobsStack:
                 ],
                 "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["kind"]},
             },
+            {
+                "IndexName": "PendingAnnouncements",
+                "KeySchema": [
+                    {"AttributeName": "announce_pending", "KeyType": "HASH"},
+                    {"AttributeName": "finished_at", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
         ],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
     dynamodb.create_table(
         TableName=IDEMPOTENCY_TABLE,

@@ -85,7 +85,7 @@ def test_a_transform_stuck_in_progress_is_stopped_at_the_poll_limit_and_the_job_
         "Transform job ran too long",
         "Stop transform job",
         "Mark job failed",
-        "Job finished by this run?",
+        "Job finished",
     ]
     job = stack.store().get(job_id)
     assert job.status == JobStatus.FAILED

@@ -397,14 +397,14 @@ def test_an_unreachable_webhook_gets_a_generic_error_not_the_connection_detail()
     assert str(failure.value) == "Not delivered: the webhook could not be reached."
 
 
-# ---------------------------------------------------------------------- what the notifier may read (template.yaml)
-def test_the_notifier_may_read_only_its_stacks_webhook_secrets_and_callback_topics():
+# ---------------------------------------------------------------------- what the announcer may read (template.yaml)
+def test_the_announcer_may_read_only_its_stacks_webhook_secrets_and_callback_topics():
     from samtranslator.yaml_helper import yaml_parse
 
     from tests.conftest import ROOT
 
     resources = yaml_parse((ROOT / "template.yaml").read_text())["Resources"]
-    statements = resources["JobNotifierFunction"]["Properties"]["Policies"][0]["Statement"]
+    statements = resources["JobAnnouncerFunction"]["Properties"]["Policies"][0]["Statement"]
     by_sid = {statement["Sid"]: statement for statement in statements if "Sid" in statement}
     reads = [statement for statement in by_sid.values() if "ssm:GetParameter" in str(statement["Action"])]
     assert [statement["Sid"] for statement in reads] == ["ReadCallersWebhookSecretsAndCallbackTopics"]
@@ -418,7 +418,7 @@ def test_the_notifier_may_read_only_its_stacks_webhook_secrets_and_callback_topi
     assert decrypt["StringLike"]["kms:EncryptionContext:PARAMETER_ARN"]["Fn::Sub"].endswith(
         ":parameter/sluice/${AWS::StackName}/webhook-secrets/*"
     )
-    environment = resources["JobNotifierFunction"]["Properties"]["Environment"]["Variables"]
+    environment = resources["JobAnnouncerFunction"]["Properties"]["Environment"]["Variables"]
     assert environment["SLUICE_WEBHOOK_SECRETS_PATH"] == {"Fn::Sub": "/sluice/${AWS::StackName}/webhook-secrets"}
     assert environment["SLUICE_WEBHOOK_REPLAY_WINDOW_SECONDS"] == {"Ref": "WebhookReplayWindowSeconds"}
 

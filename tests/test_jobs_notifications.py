@@ -1,11 +1,13 @@
 """Completion announcements and SageMaker's own async notifications.
 
-- async_notifications: SageMaker's InferenceResult messages (events/async_notifications/) move the job
-  whose id is the inferenceId, once; duplicates, late errors, unknown ids and malformed messages
-  change nothing and never raise. One scenario goes through the template's SNS subscription.
-- job_notifier, through the async state machine: the caller's SNS topic, an HMAC-signed webhook on a
-  loopback HTTPS server (its certificate trusted through SSL_CERT_FILE), and a failing webhook that
-  is retried, then recorded, while the job keeps its status.
+- async_notifications: SageMaker's InferenceResult messages (events/async_notifications/, SQS records
+  of the notifications queue) move the job whose id is the inferenceId, once; duplicates, late errors,
+  unknown ids and malformed messages change nothing and never fail a record. One scenario goes through
+  the template's topic -> queue subscription and the queue's event source mapping.
+- the job announcer (fed by the jobs table's stream, delivered as Lambda does: sluice_local.streams),
+  after the async state machine: the caller's SNS topic, an HMAC-signed webhook on a loopback HTTPS
+  server (its certificate trusted through SSL_CERT_FILE), and a failing webhook that is retried by the
+  event source mapping, then parked in the announcer DLQ with the job's outbox marker still set.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -28,6 +31,7 @@ from sluice.jobs.notify import DELIVERY_HEADER
 from sluice.jobs.webhook_signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook, verify_webhook
 from sluice.settings import get_settings
 from sluice.storage.keys import async_input_key, async_output_key, s3_uri
+from sluice_local import streams
 from tests.conftest import load_event
 from tests.workflow_support import (
     ACCOUNT,
@@ -165,22 +169,23 @@ def create_job(stack, *, status: JobStatus = JobStatus.RUNNING, callback: Callba
 def notification(name: str, job_id: str, *, message: dict | None = None) -> dict:
     """events/async_notifications/<name>.json for this job (its inferenceId and locations)."""
     event = copy.deepcopy(load_event(f"async_notifications/{name}.json"))
-    record = event["Records"][0]["Sns"]
-    body = json.loads(record["Message"]) if message is None else message
-    text = json.dumps(body).replace("01JD7QF0R2T4V6X8Z0B2D4F6H8", job_id)
-    record["Message"] = text
+    record = event["Records"][0]
+    body = json.loads(record["body"]) if message is None else message
+    record["body"] = json.dumps(body).replace("01JD7QF0R2T4V6X8Z0B2D4F6H8", job_id)
+    record["messageId"] = f"{record['messageId'][:-12]}{uuid.uuid4().hex[:12]}"
     return event
 
 
-def notify(stack, event: dict) -> dict:
-    return stack.runner.invoke("AsyncNotificationsFunction", event)
+def notify(stack, event: dict) -> list[str]:
+    """The message ids the function reported as failed (a partial batch response)."""
+    answer = stack.runner.invoke("AsyncNotificationsFunction", event)
+    return [failure["itemIdentifier"] for failure in answer["batchItemFailures"]]
 
 
 def test_success_notification_marks_the_job_succeeded_with_sagemakers_output_and_announces_it(stack):
     job_id = create_job(stack)
-    counts = notify(stack, notification("success", job_id))
+    assert notify(stack, notification("success", job_id)) == []
 
-    assert counts["succeeded"] == 1
     job = stack.store().get(job_id)
     assert job.status == JobStatus.SUCCEEDED
     assert job.output_location == f"s3://sluice-data-123456789012-us-east-1/async/team-risk/{job_id}/output"
@@ -192,9 +197,8 @@ def test_success_notification_marks_the_job_succeeded_with_sagemakers_output_and
 
 def test_error_notification_marks_the_job_failed_with_sagemakers_reason(stack):
     job_id = create_job(stack, status=JobStatus.QUEUED)
-    counts = notify(stack, notification("error", job_id))
+    assert notify(stack, notification("error", job_id)) == []
 
-    assert counts["failed"] == 1
     job = stack.store().get(job_id)
     assert job.status == JobStatus.FAILED
     assert job.failure_reason.startswith("ClientError: Received server error (500) from model.")
@@ -207,19 +211,19 @@ def test_duplicate_notification_changes_nothing_and_is_not_announced_again(stack
     job_id = create_job(stack)
     notify(stack, notification("success", job_id))
     first = stack.store().get(job_id)
-    counts = notify(stack, notification("success", job_id))
+    assert notify(stack, notification("success", job_id)) == []
 
-    assert counts == {"succeeded": 0, "failed": 0, "unchanged": 1, "unknown_job": 0, "mismatch": 0, "malformed": 0}
-    assert stack.store().get(job_id) == first
+    assert stack.store().get(job_id).model_dump(exclude={"details"}) == first.model_dump(exclude={"details"})
+    assert stack.store().get(job_id).status == JobStatus.SUCCEEDED
+    streams.wait_until_idle()
     assert len(stack.job_events(job_id, wait=1)) == 1
 
 
 def test_out_of_order_error_after_success_changes_nothing(stack):
     job_id = create_job(stack)
     notify(stack, notification("success", job_id))
-    counts = notify(stack, notification("error", job_id))
+    assert notify(stack, notification("error", job_id)) == []
 
-    assert counts["unchanged"] == 1
     job = stack.store().get(job_id)
     assert job.status == JobStatus.SUCCEEDED
     assert job.failure_reason is None
@@ -227,9 +231,8 @@ def test_out_of_order_error_after_success_changes_nothing(stack):
 
 
 def test_notification_for_an_unknown_job_is_logged_and_skipped(stack):
-    counts = notify(stack, notification("success", "job-never-created"))
+    assert notify(stack, notification("success", "job-never-created")) == []  # skipped, not failed
 
-    assert counts["unknown_job"] == 1
     assert stack.store().get("job-never-created") is None
 
 
@@ -241,18 +244,45 @@ def test_malformed_messages_are_skipped_and_the_valid_ones_in_the_batch_applied(
     valid = notification("success", job_id)
     event["Records"] += no_id["Records"] + no_output["Records"] + valid["Records"]
 
-    counts = notify(stack, event)
+    assert notify(stack, event) == []  # the malformed ones are skipped, not retried
 
-    assert counts == {"succeeded": 1, "failed": 0, "unchanged": 0, "unknown_job": 0, "mismatch": 0, "malformed": 3}
     assert stack.store().get(job_id).status == JobStatus.SUCCEEDED
+
+
+def test_a_transient_dynamodb_error_fails_only_that_record_so_sqs_delivers_it_again(stack):
+    throttled, fine = create_job(stack), create_job(stack)
+    event = notification("success", throttled)
+    event["Records"] += notification("success", fine)["Records"]
+    from moto.dynamodb.exceptions import DynamodbException
+    from moto.dynamodb.models import DynamoDBBackend
+
+    original = DynamoDBBackend.get_item
+
+    def get_item(backend, table_name, keys, *args, **kwargs):
+        if keys.get("job_id", {}).get("S") == throttled:
+            raise DynamodbException(
+                "ProvisionedThroughputExceededException", "Rate of requests exceeds the allowed throughput."
+            )
+        return original(backend, table_name, keys, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patcher:
+        patcher.setattr(DynamoDBBackend, "get_item", get_item)
+        failed = notify(stack, event)
+
+    assert failed == [event["Records"][0]["messageId"]]
+    assert stack.store().get(throttled).status == JobStatus.RUNNING
+    assert stack.store().get(fine).status == JobStatus.SUCCEEDED
+    # Delivered again (as SQS does after the visibility timeout), it finishes the job.
+    assert notify(stack, {"Records": event["Records"][:1]}) == []
+    assert stack.store().get(throttled).status == JobStatus.SUCCEEDED
 
 
 def forged(job_id: str, **request_parameters: str) -> dict:
     event = notification("success", job_id)
-    record = event["Records"][0]["Sns"]
-    message = json.loads(record["Message"])
+    record = event["Records"][0]
+    message = json.loads(record["body"])
     message["requestParameters"].update(request_parameters)
-    record["Message"] = json.dumps(message)
+    record["body"] = json.dumps(message)
     return event
 
 
@@ -266,10 +296,8 @@ def forged(job_id: str, **request_parameters: str) -> dict:
 )
 def test_a_forged_notification_naming_another_endpoint_or_input_does_not_finish_the_job(stack, request_parameters):
     job_id = create_job(stack)
-    counts = notify(stack, forged(job_id, **request_parameters))
+    assert notify(stack, forged(job_id, **request_parameters)) == []
 
-    assert counts["mismatch"] == 1
-    assert counts["succeeded"] == 0
     job = stack.store().get(job_id)
     assert job.status == JobStatus.RUNNING
     assert job.output_location is None
@@ -281,14 +309,13 @@ def test_a_forged_success_naming_another_output_than_sagemaker_announced_does_no
     announced = f"s3://sluice-data-123456789012-us-east-1/async/team-risk/{job_id}/output"
     stack.store().update_details(job_id, output_location=announced)
     event = notification("success", job_id)
-    record = event["Records"][0]["Sns"]
-    message = json.loads(record["Message"])
+    record = event["Records"][0]
+    message = json.loads(record["body"])
     message["responseParameters"]["outputLocation"] = "s3://attacker-bucket/planted/output"
-    record["Message"] = json.dumps(message)
+    record["body"] = json.dumps(message)
 
-    counts = notify(stack, event)
+    assert notify(stack, event) == []
 
-    assert counts["mismatch"] == 1
     job = stack.store().get(job_id)
     assert job.status == JobStatus.RUNNING
     assert job.output_location == announced
@@ -307,18 +334,23 @@ def test_a_sagemaker_notification_cannot_finish_a_job_the_state_machine_runs(sta
             details={"runner": "state-machine"},
         )
     )
-    counts = notify(stack, notification("success", job_id))
+    assert notify(stack, notification("success", job_id)) == []
 
-    assert counts["mismatch"] == 1
     assert stack.store().get(job_id).status == JobStatus.RUNNING
 
 
-def test_a_notification_published_to_the_success_topic_reaches_the_function_through_its_subscription(stack):
+def test_a_notification_published_to_the_success_topic_reaches_the_function_through_its_queue(stack):
     job_id = create_job(stack)
-    message = notification("success", job_id)["Records"][0]["Sns"]["Message"]
+    message = notification("success", job_id)["Records"][0]["body"]
     stack.client("sns").publish(TopicArn=stack.deployment.outputs["AsyncSuccessTopicArn"], Message=message)
 
+    # SNS -> AsyncNotificationsQueue (raw delivery) -> its event source mapping -> the function.
+    deadline = time.monotonic() + 5
+    while stack.store().get(job_id).status != JobStatus.SUCCEEDED and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert stack.store().get(job_id).status == JobStatus.SUCCEEDED
+    [event] = stack.job_events(job_id, wait=3)
+    assert event["job"]["status"] == "SUCCEEDED"
 
 
 # ---------------------------------------------------------------------- callbacks through the workflow
@@ -358,14 +390,11 @@ def test_sns_callback_publishes_the_final_job_to_the_callers_topic(stack):
     job_id, execution = run_async_job(stack, Callback(sns_topic_arn=topic))
 
     assert execution["status"] == "SUCCEEDED"
-    assert states_entered(stack, execution["executionArn"])[-3:] == [
-        "Callback requested?",
-        "Notify caller",
-        "Job announced",
-    ]
+    assert states_entered(stack, execution["executionArn"])[-1] == "Job finished"
+    streams.wait_until_idle()
     [message] = drain(stack.client("sqs"), queue)
     assert message["type"] == "sluice.job.finished"
-    assert message["job"]["job_id"] == job_id
+    assert message["job"]["id"] == job_id
     assert message["job"]["status"] == "SUCCEEDED"
     job = stack.store().get(job_id)
     assert job.details["notification"] == {"delivered": True, "channel": "sns", "target": topic}
@@ -376,6 +405,7 @@ def test_sns_callback_to_a_topic_the_platform_does_not_allow_is_refused_and_note
     job_id, execution = run_async_job(stack, Callback(sns_topic_arn=topic))
 
     assert execution["status"] == "SUCCEEDED"
+    streams.wait_until_idle()
     job = stack.store().get(job_id)
     assert job.status == JobStatus.SUCCEEDED
     note = job.details["notification"]
@@ -390,35 +420,58 @@ def test_tenant_cannot_make_sluice_publish_into_another_tenants_allowed_topic(st
     job_id, execution = run_async_job(stack, Callback(sns_topic_arn=topic))
 
     assert execution["status"] == "SUCCEEDED"
+    streams.wait_until_idle()
     assert drain(stack.client("sqs"), queue) == []
     note = stack.store().get(job_id).details["notification"]
     assert note["delivered"] is False
     assert "not among the callback topics allowed for this caller" in note["reason"]
 
 
-def test_an_unreachable_webhook_is_retried_then_recorded_with_a_generic_reason(stack):
+def parked(stack) -> list[dict]:
+    """The batch descriptions the announcer's event source mapping sent to its OnFailure DLQ."""
+    sqs = stack.client("sqs")
+    url = stack.deployment.outputs["JobAnnouncerDeadLetterQueueUrl"]
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    for message in messages:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def pending_marker(stack, job_id: str) -> bool:
+    item = stack.client("dynamodb").get_item(
+        TableName=stack.deployment.outputs["JobsTableName"], Key={"job_id": {"S": job_id}}, ConsistentRead=True
+    )["Item"]
+    return "announce_pending" in item
+
+
+def test_an_unreachable_webhook_is_retried_then_parked_with_the_job_still_pending(stack):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
+    parked(stack)
     job_id, execution = run_async_job(stack, Callback(webhook_url=f"https://127.0.0.1:{port}/hooks"))
 
     assert execution["status"] == "SUCCEEDED"
-    assert states_entered(stack, execution["executionArn"])[-3:] == [
-        "Notify caller",
-        "Record notification failure",
-        "Job announced",
-    ]
-    note = stack.store().get(job_id).details["notification"]
-    assert note["delivered"] is False
-    assert note["reason"] == "Not delivered: the webhook could not be reached."
+    assert streams.wait_until_idle()
+    [batch] = parked(stack)
+    assert batch["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert batch["DDBStreamBatchInfo"]["batchSize"] == 1
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.SUCCEEDED
+    # The job events went out once; the callback did not, and the outbox marker keeps it on the reaper's list.
+    assert set(job.details["announcement"]) >= {"events"}
+    assert "callback" not in job.details["announcement"]
+    assert pending_marker(stack, job_id)
+    assert len(stack.job_events(job_id)) == 1
 
 
 def test_webhook_callback_is_signed_with_the_callers_secret_over_timestamp_and_body(stack, receiver):
     job_id, execution = run_async_job(stack, Callback(webhook_url=f"{receiver.url}/hooks/ok"))
 
     assert execution["status"] == "SUCCEEDED"
-    [request] = [r for r in receiver.to("/hooks/ok") if json.loads(r["body"])["job"]["job_id"] == job_id]
+    streams.wait_until_idle()
+    [request] = [r for r in receiver.to("/hooks/ok") if json.loads(r["body"])["job"]["id"] == job_id]
     headers = {name.lower(): value for name, value in request["headers"].items()}
     assert headers["content-type"] == "application/json"
     assert headers[DELIVERY_HEADER.lower()] == f"{job_id}:SUCCEEDED"
@@ -439,22 +492,70 @@ def test_webhook_callback_is_signed_with_the_callers_secret_over_timestamp_and_b
     job = stack.store().get(job_id)
     assert job.details["notification"]["delivered"] is True
     assert job.details["notification"]["status_code"] == 200
+    assert not pending_marker(stack, job_id)
 
 
-def test_webhook_failure_is_retried_then_recorded_and_never_fails_the_job(stack, receiver):
+def test_webhook_failure_is_retried_parked_then_announced_once_by_the_backstop(stack, receiver):
+    from sluice.jobs.announcer import default_announcer
+
     receiver.status_for["/hooks/down"] = 503
+    parked(stack)
     job_id, execution = run_async_job(stack, Callback(webhook_url=f"{receiver.url}/hooks/down"))
 
     assert execution["status"] == "SUCCEEDED"
-    assert states_entered(stack, execution["executionArn"])[-3:] == [
-        "Notify caller",
-        "Record notification failure",
-        "Job announced",
-    ]
-    calls = [r for r in receiver.to("/hooks/down") if json.loads(r["body"])["job"]["job_id"] == job_id]
-    assert len(calls) == 2  # the first call and CallbackRetryMaxAttempts (1) retry
+    assert streams.wait_until_idle()
+    calls = [r for r in receiver.to("/hooks/down") if json.loads(r["body"])["job"]["id"] == job_id]
+    assert len(calls) == 3  # the first delivery and AnnouncerMaxRetryAttempts (2) retries
+    assert len({call["body"] for call in calls}) == 1  # the same body (and delivery id) every time
+    assert len(parked(stack)) == 1
+    job = stack.store().get(job_id)
+    assert job.status == JobStatus.SUCCEEDED  # a callback never fails the job
+    assert pending_marker(stack, job_id)
+
+    # The receiver recovers; the reaper's backstop finds the job and announces only what is missing.
+    receiver.status_for["/hooks/down"] = 200
+    announcer = default_announcer()
+    assert job_id in [pending.job_id for pending in announcer.pending_announcements(0)]
+    assert announcer.announce(job) == "announced"
+    assert announcer.announce(job) == "already_announced"
+    calls = [r for r in receiver.to("/hooks/down") if json.loads(r["body"])["job"]["id"] == job_id]
+    assert len(calls) == 4
+    assert len(stack.job_events(job_id)) == 1
+    assert not pending_marker(stack, job_id)
+    assert stack.store().get(job_id).details["notification"]["delivered"] is True
+
+
+@pytest.mark.parametrize("code", ["Throttled", "KMSThrottling"], ids=["sns-throttling", "kms-throttling"])
+def test_a_throttled_job_events_topic_is_retried_by_the_event_source_mapping_then_parked(stack, code):
+    from moto.sns.exceptions import SNSException
+    from moto.sns.models import Topic
+
+    class Refused(SNSException):
+        pass
+
+    Refused.code, Refused.message = code, "injected throttling"
+    events_topic = stack.deployment.outputs["JobEventsTopicArn"]
+    attempts = []
+    original = Topic.publish
+
+    def publish(topic, *args, **kwargs):
+        if topic.arn == events_topic:
+            attempts.append(1)
+            raise Refused()
+        return original(topic, *args, **kwargs)
+
+    parked(stack)
+    with pytest.MonkeyPatch.context() as patcher:
+        patcher.setattr(Topic, "publish", publish)
+        job_id, execution = run_async_job(stack, Callback(webhook_url="https://127.0.0.1:9/never"))
+        assert execution["status"] == "SUCCEEDED"
+        assert streams.wait_until_idle()
+
+    # The first delivery and AnnouncerMaxRetryAttempts (2) retries, then the batch is parked.
+    assert len(attempts) == 3
+    [batch] = parked(stack)
+    assert batch["requestContext"]["condition"] == "RetryAttemptsExhausted"
     job = stack.store().get(job_id)
     assert job.status == JobStatus.SUCCEEDED
-    assert job.details["notification"]["delivered"] is False
-    assert job.details["notification"]["error"] == "CallbackFailed"
-    assert "answered 503" in job.details["notification"]["reason"]
+    assert "events" not in job.details.get("announcement", {})
+    assert pending_marker(stack, job_id)

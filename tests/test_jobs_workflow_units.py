@@ -4,6 +4,7 @@ approval, transform job names, failure reasons, the completion event, and the AS
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -179,10 +180,27 @@ def test_the_completion_event_is_the_jobs_public_view():
     assert {"callback", "expires_at", "execution_id"}.isdisjoint(event["job"])
 
 
-def test_notifier_sample_events_name_a_job_and_a_channel(aws):
-    request = load_handler("job_notifier").NotifyRequest
-    assert request.model_validate(load_event("job_notifier/publish-completion.json")).channel == "events"
-    assert request.model_validate(load_event("job_notifier/notify-caller.json")).channel == "callback"
+def test_the_announcer_decides_final_transitions_itself_and_the_template_filter_agrees():
+    """The event source mapping's filter is an optimisation: the domain rule and the filter (applied
+    by local mode's stream delivery, as Lambda does) agree on every sample record."""
+    from sluice.jobs.announcer import is_final_transition
+    from sluice_local.streams import matches_pattern
+
+    event = template()["Resources"]["JobAnnouncerFunction"]["Properties"]["Events"]["JobBecameFinal"]
+    patterns = [json.loads(entry["Pattern"]) for entry in event["Properties"]["FilterCriteria"]["Filters"]]
+    samples = (
+        load_event("job_announcer/job-succeeded.json")["Records"]
+        + load_event("job_announcer/not-final.json")["Records"]
+    )
+    created_final = copy.deepcopy(samples[1])
+    created_final["dynamodb"]["NewImage"]["status"] = {"S": "FAILED"}  # a rejected drop
+    removed = copy.deepcopy(samples[0])
+    removed["eventName"] = "REMOVE"  # TTL
+    cases = [(samples[0], True), (samples[1], False), (samples[2], False), (created_final, True), (removed, False)]
+    for record, final in cases:
+        change = record["dynamodb"]
+        assert is_final_transition(record["eventName"], change.get("OldImage"), change.get("NewImage")) is final
+        assert any(matches_pattern(pattern, record) for pattern in patterns) is final
 
 
 # ---------------------------------------------------------------------- the ASL files and template.yaml
@@ -220,7 +238,7 @@ def test_every_task_is_bounded_writes_its_own_result_and_catches_its_failures(na
         assert task["ResultPath"] != "$", state_name
         catches = task.get("Catch", [])
         assert any("States.ALL" in catch["ErrorEquals"] for catch in catches), state_name
-    # Failures end in the named compensation state, or in a recorded notification failure.
+    # Failures end in the named compensation state (announcing is the announcer's, not the workflows').
     targets = {catch["Next"] for task in tasks.values() for catch in task["Catch"]}
     assert targets <= {
         "Mark job failed",
@@ -228,8 +246,6 @@ def test_every_task_is_bounded_writes_its_own_result_and_catches_its_failures(na
         "Transform quota exceeded",
         "Approval timed out",
         "Failure not recorded",
-        "Record notification failure",
-        "Job announced",
     }
     assert all(re.fullmatch(r"[A-Z][a-z]+( [a-z']+)*\??", state_name) for state_name in states), "sentence names"
 
@@ -262,7 +278,7 @@ def test_task_timeouts_cover_their_functions_timeouts(name, logical_id):
         if isinstance(timeout, dict):
             timeout = defaults[timeout["Ref"]]
         assert state["TimeoutSeconds"] >= int(timeout), state_name
-    assert lambda_tasks >= 6
+    assert lambda_tasks >= 4
 
 
 def test_run_inference_retries_exactly_the_transient_errors_the_worker_raises():
@@ -284,7 +300,7 @@ def test_sample_inputs_are_valid_execution_inputs():
         "job_status",
         "async_worker",
         "batch_policy",
-        "job_notifier",
+        "job_announcer",
         "async_notifications",
         "approval_request",
     }

@@ -242,6 +242,8 @@ def test_a_resource_added_to_the_template_exists_locally_with_no_code_change(mot
             "BillingMode": "PAY_PER_REQUEST",
             "AttributeDefinitions": [{"AttributeName": "job_id", "AttributeType": "S"}],
             "KeySchema": [{"AttributeName": "job_id", "KeyType": "HASH"}],
+            # The job announcer's event source mapping reads the table's stream.
+            "StreamSpecification": {"StreamViewType": "NEW_AND_OLD_IMAGES"},
         },
     }
     copied = tmp_path / "template.json"  # SAM reads JSON as well; code paths resolve against root

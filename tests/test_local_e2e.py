@@ -313,7 +313,18 @@ def _wait_for(check, timeout: float = 90, interval: float = 0.5):
 
 
 def test_async_job_through_the_api_runs_on_the_real_model_and_its_output_downloads(local):
-    status, headers, job = local.request("POST", "/v1/models/iris/async", {"instances": [SETOSA, [6.7, 3.0, 5.2, 2.3]]})
+    outputs = _outputs(local)
+    sqs, sns = _aws(local, "sqs"), _aws(local, "sns")
+    events = sqs.create_queue(QueueName="e2e-job-events")["QueueUrl"]
+    events_arn = sqs.get_queue_attributes(QueueUrl=events, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=outputs["JobEventsTopicArn"], Protocol="sqs", Endpoint=events_arn)
+    hook = "https://hooks.example.com/sluice"
+    status, headers, job = local.request(
+        "POST",
+        "/v1/models/iris/async",
+        {"instances": [SETOSA, [6.7, 3.0, 5.2, 2.3]]},
+        headers={"X-Sluice-Callback-Url": hook},
+    )
     assert status == 202, job
     location = {k.lower(): v for k, v in headers.items()}["location"]
     assert location == f"/v1/jobs/{job['id']}"
@@ -329,6 +340,26 @@ def test_async_job_through_the_api_runs_on_the_real_model_and_its_output_downloa
     labels = [p["label"] for p in output["output"]["predictions"]] if "output" in output else None
     labels = labels or [p["label"] for p in output["predictions"]]
     assert labels == ["setosa", "virginica"]
+
+    # Announced by the job announcer from the jobs table's stream: the completion on the job events
+    # topic, and the callback handled (the local caller has no webhook secret, so it is refused and noted).
+    def announced():
+        for message in sqs.receive_message(QueueUrl=events, WaitTimeSeconds=1).get("Messages", []):
+            event = json.loads(json.loads(message["Body"])["Message"])
+            if event["job"]["id"] == job["id"]:
+                return event
+        return None
+
+    event = _wait_for(announced, timeout=30)
+    assert event["type"] == "sluice.job.finished"
+    assert event["job"]["status"] == "SUCCEEDED"
+
+    def noted():
+        _, _, current = local.request("GET", location)
+        return current if "notification" in current["details"] else None
+
+    note = _wait_for(noted, timeout=30)["details"]["notification"]
+    assert (note["channel"], note["target"], note["delivered"]) == ("webhook", hook, False)
 
 
 def test_a_csv_dropped_into_the_bucket_gets_one_prediction_per_line(local):

@@ -17,6 +17,7 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 from sluice.jobs.kinds.async_inference.upload_tickets import BY_EXPIRY_INDEX
+from sluice.jobs.store import ANNOUNCE_PENDING, PENDING_ANNOUNCEMENTS_INDEX
 from sluice_local.cfn_adapt import drop_reason
 from tests.conftest import ROOT
 
@@ -139,9 +140,13 @@ def test_a_request_flood_cannot_take_every_lambda_in_the_account(resources, temp
 
 
 def test_a_burst_of_dropped_files_starts_jobs_at_a_bounded_concurrency(translated, template):
-    (mapping,) = [r for r in translated.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    (mapping,) = [
+        r
+        for r in translated.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["BatchDropQueue", "Arn"]}
+    ]
 
-    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["BatchDropQueue", "Arn"]}
     assert mapping["Properties"]["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "DropQueueMaxConcurrency"}}
     declared = template["Parameters"]["DropQueueMaxConcurrency"]
     assert declared["MinValue"] >= 2  # SQS event sources refuse less
@@ -305,20 +310,85 @@ def test_upload_tickets_are_counted_in_a_table_the_api_may_use(resources):
     }
 
 
-def test_a_sagemaker_notification_that_keeps_failing_is_parked_not_lost(resources, translated):
-    function = resources["AsyncNotificationsFunction"]["Properties"]
-    queue = resources["AsyncNotificationsDeadLetterQueue"]
-    key_policy = resources["AsyncNotificationsDeadLetterKeyPolicy"]["Properties"]
+def test_a_sagemaker_notification_that_keeps_failing_is_parked_not_lost(resources, translated, template):
+    queue = resources["AsyncNotificationsQueue"]
+    dead_letters = resources["AsyncNotificationsDeadLetterQueue"]
+    (mapping,) = [
+        r
+        for r in translated.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["AsyncNotificationsQueue", "Arn"]}
+    ]
 
-    assert function["DeadLetterQueue"] == {
-        "Type": "SQS",
-        "TargetArn": {"Fn::GetAtt": ["AsyncNotificationsDeadLetterQueue", "Arn"]},
+    # SNS no longer invokes the function asynchronously (nowhere for failures to go): it fills a queue.
+    assert "DeadLetterQueue" not in resources["AsyncNotificationsFunction"]["Properties"]
+    assert "AsyncNotificationsDeadLetterKeyPolicy" not in resources
+    assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert queue["Properties"]["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["AsyncNotificationsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "NotificationsMaxReceiveCount"},
     }
-    assert queue["DeletionPolicy"] == "Retain"
-    assert queue["Properties"]["KmsMasterKeyId"] == {"Ref": "SluiceKey"}
-    # The role Lambda parks events with may write the encrypted queue.
-    assert key_policy["Roles"] == [{"Ref": "AsyncNotificationsFunctionRole"}]
-    assert "AsyncNotificationsFunctionRole" in translated
-    (statement,) = key_policy["PolicyDocument"]["Statement"]
-    assert "kms:GenerateDataKey*" in statement["Action"]
-    assert statement["Condition"]["StringEquals"]["kms:ViaService"] == {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}
+    for parked in (queue, dead_letters):
+        assert parked["DeletionPolicy"] == "Retain"
+        assert parked["Properties"]["KmsMasterKeyId"] == {"Ref": "SluiceKey"}
+    subscriptions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
+    to_queue = [p for p in subscriptions if p["Endpoint"] == {"Fn::GetAtt": ["AsyncNotificationsQueue", "Arn"]}]
+    assert sorted(p["TopicArn"]["Ref"] for p in to_queue) == ["AsyncErrorTopic", "AsyncSuccessTopic"]
+    assert all(p["Protocol"] == "sqs" and p["RawMessageDelivery"] is True for p in to_queue)
+    (statement,) = resources["AsyncNotificationsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        {"Ref": "AsyncSuccessTopic"},
+        {"Ref": "AsyncErrorTopic"},
+    ]
+    assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
+
+
+def test_the_announcer_reads_final_transitions_from_the_stream_and_parks_what_it_cannot_announce(resources, translated):
+    table = resources["JobsTable"]["Properties"]
+    (mapping,) = [
+        r
+        for r in translated.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["JobsTable", "StreamArn"]}
+    ]
+    properties = mapping["Properties"]
+    (index,) = [i for i in table["GlobalSecondaryIndexes"] if i["IndexName"] == PENDING_ANNOUNCEMENTS_INDEX]
+
+    assert table["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    assert [k["AttributeName"] for k in index["KeySchema"]] == [ANNOUNCE_PENDING, "finished_at"]
+    assert properties["FunctionName"] == {"Ref": "JobAnnouncerFunction"}
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["BisectBatchOnFunctionError"] is True
+    assert properties["MaximumRetryAttempts"] == {"Ref": "AnnouncerMaxRetryAttempts"}
+    assert properties["MaximumRecordAgeInSeconds"] == {"Ref": "AnnouncerMaxRecordAgeSeconds"}
+    assert properties["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["JobAnnouncerDeadLetterQueue", "Arn"]
+    }
+    assert len(properties["FilterCriteria"]["Filters"]) == 2
+    assert resources["JobAnnouncerDeadLetterQueue"]["Properties"]["KmsMasterKeyId"] == {"Ref": "SluiceKey"}
+
+
+@pytest.mark.parametrize(
+    ("alarm", "metric", "dimension"),
+    [
+        (
+            "JobAnnouncerDeadLetterAlarm",
+            "ApproximateNumberOfMessagesVisible",
+            {"Fn::GetAtt": ["JobAnnouncerDeadLetterQueue", "QueueName"]},
+        ),
+        (
+            "AsyncNotificationsDeadLetterQueueAlarm",
+            "ApproximateNumberOfMessagesVisible",
+            {"Fn::GetAtt": ["AsyncNotificationsDeadLetterQueue", "QueueName"]},
+        ),
+        ("JobAnnouncerErrorsAlarm", "Errors", {"Ref": "JobAnnouncerFunction"}),
+        ("AsyncNotificationsErrorsAlarm", "Errors", {"Ref": "AsyncNotificationsFunction"}),
+    ],
+)
+def test_a_parked_announcement_or_notification_and_any_error_alarm_the_alarm_topic(resources, alarm, metric, dimension):
+    properties = resources[alarm]["Properties"]
+
+    assert properties["MetricName"] == metric
+    assert [d["Value"] for d in properties["Dimensions"]] == [dimension]
+    assert (properties["Threshold"], properties["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}]

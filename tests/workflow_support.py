@@ -62,8 +62,8 @@ TEST_PARAMETERS = {
     "SdkRetryIntervalSeconds": "1",
     "SdkRetryMaxAttempts": "2",
     "StepRetryIntervalSeconds": "1",
-    "CallbackRetryIntervalSeconds": "1",
-    "CallbackRetryMaxAttempts": "1",
+    # The announcer's stream: a failing announcement is retried twice, then parked in its DLQ.
+    "AnnouncerMaxRetryAttempts": "2",
     "CatalogTtlSeconds": "5",
     "CallbackSettingsTtlSeconds": "5",
     "CallbackTopicArnPatterns": CALLBACK_TOPIC_CEILING,
@@ -267,7 +267,7 @@ class JobsStack:
         deadline = time.monotonic() + wait
         while True:
             self.seen_events.extend(drain(self.client("sqs"), self.job_events_queue))
-            found = [event for event in self.seen_events if event["job"]["job_id"] == job_id]
+            found = [event for event in self.seen_events if event["job"]["id"] == job_id]
             if found or time.monotonic() >= deadline:
                 return found
             time.sleep(0.1)

@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from moto.stepfunctions import models as stepfunctions_models
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-from sluice_local import moto_events
+from sluice_local import moto_events, streams
 
 
 @dataclass
@@ -47,7 +47,8 @@ class MotoServer:
 def start_moto(host: str, port: int) -> MotoServer:
     """Start moto on host:port (0: any free port) with Step Functions execution on; returns once it answers.
 
-    SNS and S3 events moto delivers to Lambda carry what AWS's do (moto_events).
+    SNS and S3 events moto delivers to Lambda carry what AWS's do (moto_events); DynamoDB stream records
+    reach their event source mappings as Lambda delivers them (streams).
     """
     _check_port_free(host, port)
     # werkzeug logs every request at INFO; keep its warnings and errors (moto's 500 tracebacks).
@@ -63,6 +64,9 @@ def start_moto(host: str, port: int) -> MotoServer:
         _enable_state_machine_execution(moto)
         moto._undo.append(_keep_task_failure_causes())
         moto._undo.append(moto_events.install())
+        # DynamoDB streams reach their event source mappings as on Lambda: in order, in the background,
+        # filtered, retried, then parked (moto calls the function inside the write, once, unfiltered).
+        moto._undo.append(streams.install(PATCHED_MOTO))
     except BaseException:
         moto.stop()
         raise

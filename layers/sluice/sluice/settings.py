@@ -72,6 +72,19 @@ class Settings:
         default_factory=lambda: int(_env("SLUICE_CALLBACK_TOPICS_TTL_SECONDS", "300"))
     )
     job_ttl_days: int = field(default_factory=lambda: int(_env("SLUICE_JOB_TTL_DAYS", "30")))
+    # The announcer's scheduled backlog run: final jobs still unannounced this long after they finished
+    # (their stream record ran out of retries and sits in the DLQ) are announced again, at most this many.
+    announcer_backlog_after_seconds: int = field(
+        default_factory=lambda: int(_env("SLUICE_ANNOUNCER_BACKLOG_AFTER_SECONDS", "1800"))
+    )
+    announcer_backlog_max_jobs: int = field(
+        default_factory=lambda: int(_env("SLUICE_ANNOUNCER_BACKLOG_MAX_JOBS", "100"))
+    )
+    # How long one announcer holds a job's announcement (sluice.jobs.announcement_marks) before another
+    # may take it over: longer than the announcer function's timeout.
+    announcement_lease_seconds: int = field(
+        default_factory=lambda: int(_env("SLUICE_ANNOUNCEMENT_LEASE_SECONDS", "120"))
+    )
     presigned_url_seconds: int = field(default_factory=lambda: int(_env("SLUICE_PRESIGNED_URL_SECONDS", "3600")))
     # Inline async bodies are capped by API Gateway (10 MB); larger inputs go through an upload URL.
     async_max_inline_bytes: int = field(

@@ -4,8 +4,8 @@ The callback is the caller's SNS topic (only topics allowed for that caller, wit
 sluice.jobs.callback_topics) or an HTTPS webhook signed with the caller's own secret over the timestamp
 and the exact body (sluice.jobs.webhook_signature, sluice.jobs.webhook_secrets). The webhook goes to the
 address that was checked, never to a second DNS answer (sluice.jobs.webhook_address). A failure that may
-clear up raises CallbackFailed, which the workflow retries; one that cannot (refused topic, no secret,
-a 4xx from the receiver) is recorded on the job and never fails it.
+clear up raises CallbackFailed, which the announcer's stream retries (sluice.jobs.announcer); one that
+cannot (refused topic, no secret, a 4xx from the receiver) is recorded on the job and never fails it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sluice import __version__
 from sluice.jobs.callback_topics import refusal
 from sluice.jobs.models import Job
 from sluice.jobs.store import JobStore
+from sluice.jobs.views import JobView
 from sluice.jobs.webhook_address import Target, WebhookHostUnresolvable, resolve_targets
 from sluice.jobs.webhook_secrets import SecretUnavailable
 from sluice.jobs.webhook_signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
@@ -50,11 +51,11 @@ _SNS_TRANSIENT = {
 
 
 class EventPublishFailed(Exception):
-    """The job events topic could not be reached; retried by the workflow."""
+    """The job events topic could not be reached; retried (the stream record is delivered again)."""
 
 
 class CallbackFailed(Exception):
-    """The caller's callback could not be delivered this time; retried by the workflow."""
+    """The caller's callback could not be delivered this time; retried (the stream record is delivered again)."""
 
 
 class Delivery(BaseModel):
@@ -67,9 +68,17 @@ class Delivery(BaseModel):
     reason: str | None = None
 
 
+# The announcer's own bookkeeping and the callback's outcome: not part of what is announced, and
+# leaving them out keeps the body the same on every retry.
+_UNANNOUNCED_DETAILS = frozenset({"announcement", "notification"})
+
+
 def completion_event(job: Job) -> dict[str, Any]:
-    """The message every channel carries: the job as its caller sees it through the API."""
-    view = job.model_dump(mode="json", exclude_none=True, exclude={"expires_at", "execution_id", "callback"})
+    """The message every channel carries: the job's public view (GET /v1/jobs/{id}, without download
+    URLs: the job events topic has other readers than the caller). The callback target is left out
+    for the same reason (a webhook URL may carry the caller's token)."""
+    view = JobView.of(job).model_dump(mode="json", exclude_none=True, exclude={"callback"})
+    view["details"] = {key: value for key, value in view.get("details", {}).items() if key not in _UNANNOUNCED_DETAILS}
     return {"type": EVENT_TYPE, "job": view}
 
 
@@ -258,51 +267,3 @@ def _post_to_checked_address(
             connection.close()
     logger.warning("webhook unreachable", extra={"job_id": job.job_id, "host": host, "problems": problems})
     raise CallbackFailed(UNREACHABLE)
-
-
-def announce_completion(
-    job: Job,
-    store: JobStore,
-    settings: Settings,
-    *,
-    sns: Any,
-    sns_client: Any,
-    webhook_secret: SecretSource,
-    callback_topics: TopicSource,
-    attempts: int = 3,
-    pause: Any = None,
-) -> Delivery | None:
-    """Publish and call back outside a workflow (SageMaker's own async notifications): bounded
-    in-process retries stand in for the state machine's Retry; what still fails is noted on the job."""
-    wait = pause or time.sleep
-
-    def retried(action: Any) -> Any:
-        for attempt in range(1, attempts + 1):
-            try:
-                return action()
-            except (EventPublishFailed, CallbackFailed):
-                if attempt == attempts:
-                    raise
-                wait(attempt)
-        return None
-
-    try:
-        retried(lambda: publish_job_event(sns, settings.job_events_topic_arn, job))
-    except EventPublishFailed as exc:
-        logger.error("job event not published", extra={"job_id": job.job_id, "error": str(exc)})
-    try:
-        delivery = retried(
-            lambda: deliver_callback(
-                job, settings, sns_client=sns_client, webhook_secret=webhook_secret, callback_topics=callback_topics
-            )
-        )
-    except CallbackFailed as exc:
-        callback = job.callback
-        assert callback is not None
-        channel: Literal["sns", "webhook"] = "sns" if callback.sns_topic_arn else "webhook"
-        target = callback.sns_topic_arn or callback.webhook_url or ""
-        reason = str(exc) if str(exc).startswith("Not ") else f"Not delivered: {exc}"
-        delivery = Delivery(delivered=False, channel=channel, target=target, reason=reason)
-    if delivery is not None:
-        record_delivery(store, job.job_id, delivery)
-    return delivery

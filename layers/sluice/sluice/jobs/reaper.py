@@ -265,9 +265,8 @@ def run_reaper(
 ) -> ReaperReport:
     """One scheduled run (functions/job_reaper)."""
     report = reap_stuck_jobs(store, max_jobs=max_jobs, now=now, page_size=page_size)
-    # ---- ANNOUNCER BACKSTOP (to be wired with the announcer): final jobs whose announcement is still
-    # pending (the announcer's outbox marker) past a limit are announced here, through the announcer's
-    # own pending_announcements(older_than_seconds) and announce(job). Not done by this module yet.
+    # Jobs the reaper makes final are announced by the stream like any other; final jobs whose announcement
+    # is still pending are the announcer function's own scheduled backlog run (announcer.announce_backlog).
     if report.count("error"):
         raise ReaperIncomplete(f"{report.count('error')} of {report.examined} stale jobs could not be looked at")
     return report

@@ -18,6 +18,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from sluice.jobs.models import ALLOWED_TRANSITIONS, Job, JobKind, JobStatus, utc_now
 
 BY_CALLER_INDEX = "ByCaller"
+# The outbox marker (sluice.jobs.announcement_marks): set by the same write that makes a job final,
+# removed once its announcement is complete. A sparse index over it is the reaper's backstop list.
+ANNOUNCE_PENDING = "announce_pending"
+PENDING_ANNOUNCEMENTS_INDEX = "PendingAnnouncements"
+PENDING = "PENDING"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -53,10 +58,14 @@ class JobStore:
     def create(self, job: Job) -> Job:
         if job.expires_at is None:
             job = job.model_copy(update={"expires_at": int(time.time()) + self.ttl_days * 86400})
+        if job.status.terminal and job.finished_at is None:
+            job = job.model_copy(update={"finished_at": job.updated_at})
+        item = _item(job)
+        if job.status.terminal:
+            # Created final (a rejected drop): announced like any other final transition.
+            item[ANNOUNCE_PENDING] = {"S": PENDING}
         try:
-            self.dynamodb.put_item(
-                TableName=self.table, Item=_item(job), ConditionExpression="attribute_not_exists(job_id)"
-            )
+            self.dynamodb.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(job_id)")
         except self.dynamodb.exceptions.ConditionalCheckFailedException as exc:
             raise JobExists(job.job_id) from exc
         return job
@@ -124,6 +133,8 @@ class JobStore:
         if to.terminal:
             values.setdefault("finished_at", now)
             values.setdefault("expires_at", int(time.time()) + self.ttl_days * 86400)
+            # The outbox marker, in the same conditional write: a final job is never left unannounced.
+            values[ANNOUNCE_PENDING] = PENDING
         names = {f"#{name}": name for name in values}
         expression_values = {f":{name}": _serializer.serialize(_plain(value)) for name, value in values.items()}
         assignments = [f"#{name} = :{name}" for name in values]
