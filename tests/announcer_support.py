@@ -50,6 +50,16 @@ class StreamFeed:
 
 def run_announcer(records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """functions/job_announcer over these records; the sequence numbers it reported as failed."""
+    answer = _invoke_announcer({"Records": records}, monkeypatch)
+    return [failure["itemIdentifier"] for failure in answer["batchItemFailures"]]
+
+
+def run_backlog(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """functions/job_announcer's scheduled run (the template's AnnounceBacklog input)."""
+    return _invoke_announcer({"backlog": True}, monkeypatch)
+
+
+def _invoke_announcer(event: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     from sluice.jobs.announcer import default_announcer
 
     handler = load_handler("job_announcer")
@@ -62,5 +72,4 @@ def run_announcer(records: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
         aws_request_id="test-invocation",
         get_remaining_time_in_millis=lambda: 60_000,
     )
-    answer = handler.lambda_handler({"Records": records}, context)
-    return [failure["itemIdentifier"] for failure in answer["batchItemFailures"]]
+    return handler.lambda_handler(event, context)

@@ -273,27 +273,9 @@ def test_a_held_announcement_is_left_to_its_holder(world):
     assert world.pending(job.job_id)  # still on the reaper's list should the holder die
 
 
-def run_backlog(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """functions/job_announcer's scheduled run (the template's AnnounceBacklog input)."""
-    from types import SimpleNamespace
-
-    from sluice.jobs.announcer import default_announcer
-    from tests.conftest import load_handler
-
-    handler = load_handler("job_announcer")
-    monkeypatch.setattr(handler, "announcer", default_announcer())
-    context = SimpleNamespace(
-        function_name="sluice-test-job-announcer",
-        memory_limit_in_mb=256,
-        invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:sluice-test-job-announcer",
-        aws_request_id="test-backlog",
-        get_remaining_time_in_millis=lambda: 60_000,
-    )
-    return handler.lambda_handler({"backlog": True}, context)
-
-
 def test_the_scheduled_backlog_run_announces_what_the_stream_could_not_once(world, monkeypatch, failing_publish):
     from sluice.settings import get_settings
+    from tests.announcer_support import run_backlog
 
     monkeypatch.setenv("SLUICE_ANNOUNCER_BACKLOG_AFTER_SECONDS", "0")
     get_settings.cache_clear()

@@ -19,20 +19,17 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote_plus
 
+from sluice_local.shared_patch import SharedPatch
+
 logger = logging.getLogger(__name__)
 
 LOCAL_PRINCIPAL = "AWS:LOCAL"
 _sequence = itertools.count(1)
-# moto is process-wide: the patches stay while any embedded AWS that installed them runs.
-_lock = threading.Lock()
-_installs = 0
-_uninstall: Callable[[], None] | None = None
 
 
 def install() -> Callable[[], None]:
@@ -40,26 +37,7 @@ def install() -> Callable[[], None]:
 
     Nested installs (a second embedded AWS in the same process) share one patch, removed with the last.
     """
-    global _installs, _uninstall
-    with _lock:
-        if _installs == 0:
-            _uninstall = _patch()
-        _installs += 1
-    done = False
-
-    def uninstall() -> None:
-        global _installs, _uninstall
-        nonlocal done
-        with _lock:
-            if done:
-                return
-            done = True
-            _installs -= 1
-            if _installs == 0 and _uninstall is not None:
-                _uninstall()
-                _uninstall = None
-
-    return uninstall
+    return _shared.install()
 
 
 def _patch() -> Callable[[], None]:
@@ -196,3 +174,6 @@ def _complete_s3_record(record: dict[str, Any], key: Any) -> None:
         "responseElements",
         {"x-amz-request-id": uuid.uuid4().hex[:16].upper(), "x-amz-id-2": uuid.uuid4().hex},
     )
+
+
+_shared = SharedPatch(_patch)

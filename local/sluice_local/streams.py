@@ -29,15 +29,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sluice_local.shared_patch import SharedPatch
+
 logger = logging.getLogger(__name__)
 
 _MISSING = object()
 _RETRY_PAUSE_SECONDS = 0.2
 _RETRY_PAUSE_MAX_SECONDS = 2.0
-_lock = threading.Lock()  # the install count
 _deliveries_lock = threading.Lock()
-_installs = 0
-_uninstall: Callable[[], None] | None = None
 _deliveries: dict[str, StreamDelivery] = {}
 
 
@@ -51,26 +50,7 @@ def install(patched_moto: str) -> Callable[[], None]:
             f"sluice_local patches moto {patched_moto}x's DynamoDB stream delivery; "
             f"re-check it for moto {moto_package.__version__}"
         )
-    global _installs, _uninstall
-    with _lock:
-        if _installs == 0:
-            _uninstall = _patch()
-        _installs += 1
-    done = False
-
-    def uninstall() -> None:
-        global _installs, _uninstall
-        nonlocal done
-        with _lock:
-            if done:
-                return
-            done = True
-            _installs -= 1
-            if _installs == 0 and _uninstall is not None:
-                _uninstall()
-                _uninstall = None
-
-    return uninstall
+    return _shared.install()
 
 
 def _patch() -> Callable[[], None]:
@@ -330,3 +310,6 @@ def _matches_value(option: Any, value: Any) -> bool:
             return value not in (excluded if isinstance(excluded, list) else [excluded])
         raise ValueError(f"unsupported filter operator: {option!r} (local mode knows exact values and anything-but)")
     return value == option
+
+
+_shared = SharedPatch(_patch)

@@ -139,23 +139,8 @@ class JobStore:
         expression_values = {f":{name}": _serializer.serialize(_plain(value)) for name, value in values.items()}
         assignments = [f"#{name} = :{name}" for name in values]
         assignments += _detail_assignments(add_details or {}, names, expression_values)
-        expression_values.update({f":from{i}": {"S": status.value} for i, status in enumerate(allowed_from)})
-        condition = (
-            "attribute_exists(job_id) AND #status IN (" + ", ".join(f":from{i}" for i in range(len(allowed_from))) + ")"
-        )
-        try:
-            answer = self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"job_id": {"S": job_id}},
-                UpdateExpression="SET " + ", ".join(assignments),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=expression_values,
-                ReturnValues="ALL_NEW",
-            )
-        except self.dynamodb.exceptions.ConditionalCheckFailedException:
-            return None
-        return _job(answer["Attributes"])
+        condition = "attribute_exists(job_id) AND " + _status_in(allowed_from, names, expression_values)
+        return self._update_if(job_id, assignments, condition, names, expression_values)
 
     def update_details(self, job_id: str, **details: Any) -> None:
         """Record facts (execution id, transform job name) without touching the status."""
@@ -195,15 +180,19 @@ class JobStore:
         while details.<unset> is not set yet): the job as updated, or None when the condition failed.
 
         A step that must not run twice, or not after a cancel, claims its turn this way first."""
-        names: dict[str, str] = {"#updated_at": "updated_at", "#status": "status"}
+        names: dict[str, str] = {"#updated_at": "updated_at"}
         values: dict[str, Any] = {":updated_at": _serializer.serialize(utc_now())}
         assignments = ["#updated_at = :updated_at", *_detail_assignments(details, names, values)]
-        values.update({f":in{i}": {"S": status.value} for i, status in enumerate(statuses)})
-        condition = "attribute_exists(job_id) AND #status IN (" + ", ".join(f":in{i}" for i in range(len(statuses)))
-        condition += ")"
+        condition = "attribute_exists(job_id) AND " + _status_in(statuses, names, values)
         if unset is not None:
             names["#details"], names["#unset"] = "details", unset
             condition += " AND attribute_not_exists(#details.#unset)"
+        return self._update_if(job_id, assignments, condition, names, values)
+
+    def _update_if(
+        self, job_id: str, assignments: list[str], condition: str, names: dict[str, str], values: dict[str, Any]
+    ) -> Job | None:
+        """One conditional SET; the job as updated, or None when the condition did not hold."""
         try:
             answer = self.dynamodb.update_item(
                 TableName=self.table,
@@ -217,6 +206,13 @@ class JobStore:
         except self.dynamodb.exceptions.ConditionalCheckFailedException:
             return None
         return _job(answer["Attributes"])
+
+
+def _status_in(statuses: Any, names: dict[str, str], values: dict[str, Any]) -> str:
+    """`#status IN (...)` over these statuses, its names and values added."""
+    names["#status"] = "status"
+    values.update({f":status_in{i}": {"S": status.value} for i, status in enumerate(statuses)})
+    return "#status IN (" + ", ".join(f":status_in{i}" for i in range(len(statuses))) + ")"
 
 
 def _detail_assignments(details: dict[str, Any], names: dict[str, str], values: dict[str, Any]) -> list[str]:
