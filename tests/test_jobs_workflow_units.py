@@ -348,3 +348,16 @@ def test_the_approval_request_step_stores_the_token_and_marks_the_job_awaiting_a
     jobs.transition(request["job_id"], JobStatus.CANCELLED)
     with pytest.raises(Exception, match="no approval asked"):
         handler.lambda_handler({**request, "job_id": request["job_id"]}, lambda_context)
+
+
+def test_the_transform_start_sample_is_what_the_workflow_sends_for_its_sample_input():
+    from sluice.jobs.kinds.batch_transform.policy import transform_plan
+    from sluice.jobs.kinds.batch_transform.transform_start import TransformStart
+
+    sample = TransformStart.model_validate(load_event("transform_start/start-transform-job.json"))
+    execution_input = BatchExecutionInput.model_validate(
+        json.loads((ROOT / "statemachines" / "batch_transform.input.json").read_text())
+    )
+
+    assert sample.job_id == execution_input.job_id
+    assert sample.transform == transform_plan(execution_input)
