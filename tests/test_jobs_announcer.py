@@ -299,3 +299,22 @@ def test_the_scheduled_backlog_run_announces_what_the_stream_could_not_once(worl
     assert run_backlog(monkeypatch) == {}
     assert [event["job"]["id"] for event in world.published()] == [job.job_id]
     assert not world.pending(job.job_id)
+
+
+def test_the_callers_view_shows_what_was_announced_but_not_the_announcers_lease(world):
+    from sluice.jobs.announcement_marks import AnnouncementMarks
+    from sluice.jobs.views import JobView
+
+    job = new_job(world.store, 13)
+    world.store.transition(job.job_id, JobStatus.SUCCEEDED)
+    marks = AnnouncementMarks(shared_client("dynamodb"), JOBS_TABLE)
+    assert marks.claim(job.job_id, "held-by-someone", lease_seconds=60)[0] == "claimed"
+    assert "claim" in world.store.get(job.job_id).details["announcement"]
+
+    assert "claim" not in JobView.of(world.store.get(job.job_id)).details["announcement"]
+    marks.release(job.job_id, "held-by-someone")
+    world.announce()
+
+    announcement = JobView.of(world.store.get(job.job_id)).details["announcement"]
+    assert set(announcement) >= {"events", "done_at"}
+    assert not {"claim", "claimed_until"} & set(announcement)

@@ -82,10 +82,22 @@ class JobView(BaseModel):
             input_location=job.input_location,
             output_location=job.output_location,
             callback=job.callback,
-            details=job.details,
+            details=_public_details(job.details),
             links=links,
             **downloads,
         )
+
+
+# The announcer's lease on a job's announcement (sluice.jobs.announcement_marks): bookkeeping, not news.
+_ANNOUNCEMENT_LEASE_KEYS = ("claim", "claimed_until")
+
+
+def _public_details(details: dict[str, Any]) -> dict[str, Any]:
+    announcement = details.get("announcement")
+    if not isinstance(announcement, dict):
+        return details
+    public = {key: value for key, value in announcement.items() if key not in _ANNOUNCEMENT_LEASE_KEYS}
+    return {**details, "announcement": public}
 
 
 class JobList(BaseModel):
