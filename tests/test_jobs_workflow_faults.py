@@ -14,6 +14,7 @@ Faults, each injected once into one Task (chosen by its function and its request
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sluice import clients
+from sluice_local import streams
 from sluice_local.lambdas import InvokeResult
 from tests.test_jobs_async_workflow import CATALOG
 from tests.test_jobs_async_workflow import submit as submit_async
@@ -137,6 +139,17 @@ def assert_final_once(stack, final_moves, job_id: str, execution: dict) -> None:
     assert final_moves[job_id] == 1, final_moves
     for created in created_for(stack, job_id):
         assert stack.transforms.status_of(created["TransformJobName"]) != "InProgress"
+    assert_announced_once(stack, job_id)
+
+
+def assert_announced_once(stack, job_id: str) -> None:
+    """The announcer (the jobs table's stream, delivered in the background) published it exactly once."""
+    assert stack.job_events(job_id, wait=15), "the job was never announced"
+    streams.wait_until_idle()
+    time.sleep(0.3)
+    events = stack.job_events(job_id)
+    assert len(events) == 1, events
+    assert events[0]["job"]["status"] == stack.store().get(job_id).status.value
 
 
 def run_batch(stack, execution_input) -> dict:
@@ -226,3 +239,16 @@ def test_async_a_fault_while_recording_the_failure_still_ends_the_job_once(stack
     assert inject.fired
     assert_final_once(stack, final_moves, execution_input.job_id, execution)
     assert stack.store().get(execution_input.job_id).status.value == "FAILED"
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_the_announcer_failing_once_still_announces_the_job_once(stack, inject, final_moves, fault):
+    # Its first write (the announcement's claim) throttled, or its answer lost after it announced:
+    # the stream's mapping delivers the record again, and the job is announced once.
+    inject("-job-announcer", lambda event: bool(event.get("Records")), FAULTS[fault])
+    execution_input = submit_async(stack, ["ok"])
+
+    execution = run_execution(stack, "AsyncInferenceStateMachineArn", execution_input.model_dump(mode="json"))
+
+    assert_final_once(stack, final_moves, execution_input.job_id, execution)
+    assert inject.fired
