@@ -423,3 +423,17 @@ def test_the_data_bucket_is_versioned_locally_as_the_template_says(deployment, c
     assert client("s3").get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     applied = [item for item in deployment.created if item.logical_id == "DataBucket"]
     assert "AWS::S3::Bucket VersioningConfiguration" in [item.type for item in applied]
+
+
+def test_the_templates_own_schedules_run_locally(deployment):
+    # The reaper and the announcer's backlog run, as local mode's scheduler reads them (and fires them).
+    from sluice_local.schedules import read_schedules, stack_values
+
+    schedules, not_run = read_schedules(deployment.translated, stack_values(deployment, {"LogLevel": "DEBUG"}))
+
+    assert not_run == []
+    by_function = {schedule.function: schedule for schedule in schedules}
+    assert set(by_function) == {"JobReaperFunction", "JobAnnouncerFunction"}
+    assert {schedule.expression_text for schedule in schedules} == {"rate(5 minutes)"}
+    assert json.loads(by_function["JobAnnouncerFunction"].input) == {"backlog": True}
+    assert by_function["JobReaperFunction"].function_arn == deployment.functions["JobReaperFunction"].arn
