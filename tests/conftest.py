@@ -232,3 +232,16 @@ def final_moves(monkeypatch):
 
     monkeypatch.setattr(JobStore, "transition", counted)
     return moves
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    """template.yaml as written (intrinsics as {"Ref": ...} dicts), for tests of the stack's contents."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    return yaml_parse((ROOT / "template.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def resources(template) -> dict:
+    return template["Resources"]

@@ -6,16 +6,8 @@ import contextlib
 
 import pytest
 from aws_lambda_powertools import Tracer
-from samtranslator.yaml_helper import yaml_parse
-
-from tests.conftest import ROOT
 
 CAPTURE_SWITCHES = ("POWERTOOLS_TRACER_CAPTURE_RESPONSE", "POWERTOOLS_TRACER_CAPTURE_ERROR")
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return yaml_parse((ROOT / "template.yaml").read_text())
 
 
 def _function_environment(template: dict, name: str) -> dict:

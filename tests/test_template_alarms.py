@@ -10,22 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from samtranslator.yaml_helper import yaml_parse
-
-from tests.conftest import ROOT
 
 # Keys under which a resource names the queue its failures are parked in.
 _PARKING_KEYS = {"deadLetterTargetArn", "DeadLetterQueue", "DeadLetterConfig", "OnFailure", "Destination", "TargetArn"}
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return yaml_parse((ROOT / "template.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def resources(template) -> dict:
-    return template["Resources"]
 
 
 def _of_type(resources: dict, kind: str) -> list[str]:

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from samtranslator.yaml_helper import yaml_parse
 
 from tests.conftest import ROOT, load_handler
-
-
-@pytest.fixture(scope="module")
-def resources() -> dict:
-    return yaml_parse((ROOT / "template.yaml").read_text())["Resources"]
 
 
 def test_every_api_route_is_deployed_on_both_apis(resources):

@@ -14,25 +14,13 @@ from typing import Any
 
 import pytest
 from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
 
 from sluice.jobs.kinds.async_inference.upload_tickets import BY_EXPIRY_INDEX
 from sluice.jobs.store import ANNOUNCE_PENDING, PENDING_ANNOUNCEMENTS_INDEX
 from sluice_local.cfn_adapt import drop_reason
-from tests.conftest import ROOT
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
 ACCOUNT, REGION, PARTITION, STACK = "123456789012", "us-east-1", "aws", "sluice-prod"
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return yaml_parse((ROOT / "template.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def resources(template) -> dict:
-    return template["Resources"]
 
 
 @pytest.fixture(scope="module")
