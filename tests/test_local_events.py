@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import urllib.request
 from urllib.parse import unquote_plus
 
 import boto3
@@ -19,9 +18,7 @@ import pytest
 
 from sluice_local.__main__ import banner
 from sluice_local.cfn_adapt import LOCAL_OUTPUT_PREFIX, OUTPUT_MARKER, adapt
-from sluice_local.config import LOOPBACK
 from sluice_local.deploy import connect_event_sources, deploy_template
-from sluice_local.emulator import start_moto
 from sluice_local.lambdas import LambdaRunner, install_moto_lambda_router
 from sluice_local.stack import Started
 from tests.conftest import FIXTURES
@@ -33,21 +30,11 @@ FUNCTIONS = ("OnTopicFunction", "OnUploadFunction", "OnInboxFunction")
 
 
 @pytest.fixture(scope="module")
-def moto_server():
-    server = start_moto(LOOPBACK, 0)
-    yield server
-    # moto's state is process-wide: leave no functions behind for the next module's server
-    # (moto-api/data.json, for one, fails on functions it cannot reach through docker).
-    urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")).close()
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(moto_server):
+def client(moto):
     def make(service: str):
         return boto3.client(
             service,
-            endpoint_url=moto_server.url,
+            endpoint_url=moto.url,
             region_name=REGION,
             aws_access_key_id="local",
             aws_secret_access_key="local",
@@ -57,11 +44,9 @@ def client(moto_server):
 
 
 @pytest.fixture(scope="module")
-def stack(moto_server):
+def stack(moto):
     """Deployed as `make local` does: functions routed in-process before the events are connected."""
-    deployment = deploy_template(
-        TEMPLATE, aws_url=moto_server.url, stack_name=STACK, region=REGION, connect_events=False
-    )
+    deployment = deploy_template(TEMPLATE, aws_url=moto.url, stack_name=STACK, region=REGION, connect_events=False)
     pending = list(deployment.pending)
     runner = LambdaRunner(deployment.functions, deployment.root)
     uninstall = install_moto_lambda_router(runner)

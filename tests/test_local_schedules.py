@@ -14,16 +14,14 @@ import json
 import sys
 import threading
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
 
 from sluice_local.__main__ import banner
-from sluice_local.config import LOOPBACK, LocalConfig, ParameterOverridesError, parse_parameter_overrides
+from sluice_local.config import LocalConfig, ParameterOverridesError, parse_parameter_overrides
 from sluice_local.deploy import deploy_template
-from sluice_local.emulator import start_moto
 from sluice_local.lambdas import LambdaRunner
 from sluice_local.schedule_expressions import (
     At,
@@ -477,16 +475,10 @@ def test_overrides_win_over_local_defaults_and_only_declared_defaults_are_passed
 
 
 # ---------------------------------------------------------------------- the fixture stack in the embedded AWS
-@pytest.fixture(scope="module")
-def moto_server():
-    server = start_moto(LOOPBACK, 0)
-    yield server
-    urllib.request.urlopen(urllib.request.Request(f"{server.url}/moto-api/reset", method="POST")).close()
-    server.stop()
 
 
 @pytest.fixture(scope="module")
-def stack(moto_server):
+def stack(moto):
     """Deployed as `make local` does, with overrides for a schedule rate and a function's setting."""
     config = LocalConfig(
         template=TEMPLATE,
@@ -494,7 +486,7 @@ def stack(moto_server):
     )
     parameters = deploy_parameters(config)
     deployment = deploy_template(
-        TEMPLATE, aws_url=moto_server.url, stack_name="sluice-schedules", region=REGION, parameters=parameters
+        TEMPLATE, aws_url=moto.url, stack_name="sluice-schedules", region=REGION, parameters=parameters
     )
     schedules, not_run = read_schedules(deployment.translated, stack_values(deployment, parameters))
     return deployment, schedules, not_run

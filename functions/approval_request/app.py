@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice import clients
+from sluice.approvals import services as approval_services
 from sluice.approvals.requests import ApprovalRequest, request_approval
-from sluice.approvals.store import ApprovalStore
-from sluice.jobs.store import JobStore
-from sluice.settings import get_settings
+from sluice.jobs import services as job_services
 from sluice.telemetry import logger, tracer
 
-settings = get_settings()
-dynamodb = clients.get("dynamodb")
-approvals = ApprovalStore(dynamodb, settings.approvals_table, settings.job_ttl_days)
-jobs = JobStore(dynamodb, settings.jobs_table, settings.job_ttl_days)
+approvals = approval_services.store()
+jobs = job_services.store()
 
 
 @logger.inject_lambda_context

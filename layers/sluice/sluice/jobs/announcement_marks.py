@@ -2,14 +2,14 @@
 
 The outbox marker `announce_pending` is set by the write that makes the job final (JobStore.transition,
 JobStore.create) and removed here once every channel is done. In between, `details.announcement` says
-what already went out, so a redelivered stream record, a retry after a partial failure or the reaper
-never sends a channel twice:
+what already went out, so a redelivered stream record, a retry after a partial failure or the backlog
+run never sends a channel twice:
 
     details.announcement = {"events": {"message_id", "at"}, "callback": {"delivered", "at"},
                             "claim": <token>, "claimed_until": <epoch s>, "done_at": <iso>}
 
-The claim is a lease: one announcer at a time per job (the stream's and the reaper's may meet); a
-holder that dies leaves it to expire, and the marker keeps the job on the reaper's list meanwhile.
+The claim is a lease: one announcer at a time per job (the stream's and the backlog run's may meet); a
+holder that dies leaves it to expire, and the marker keeps the job on the backlog's list meanwhile.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class AnnouncementMarks:
         )
 
     def finish(self, job_id: str, token: str) -> bool:
-        """Every channel done: the marker goes (the job leaves the reaper's list) with the claim."""
+        """Every channel done: the marker goes (the job leaves the backlog's list) with the claim."""
         return self._update(
             job_id,
             "REMOVE #pending, #details.#announcement.#claim, #details.#announcement.#until "

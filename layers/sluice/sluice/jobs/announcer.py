@@ -4,9 +4,9 @@ Driven by the change itself (the jobs table's stream), whoever made it: a workfl
 rejected drop, a SageMaker notification, the reaper. Announcing is publishing the job's public view
 to the job events topic and delivering the caller's callback (sluice.jobs.notify). A failure that may
 clear up raises, so the stream record is retried by the event source mapping and in the end parked
-in its DLQ; the job keeps its outbox marker until then, and the reaper calls `announce` for what
-`pending_announcements` lists. Progress is recorded per channel (sluice.jobs.announcement_marks), so
-repeats never send a channel twice.
+in its DLQ; the job keeps its outbox marker until then, and the function's scheduled backlog run
+(`announce_backlog`) announces what `pending_announcements` lists. Progress is recorded per channel
+(sluice.jobs.announcement_marks), so repeats never send a channel twice.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class Announcer:
         return self.announce_id(job_id)
 
     def announce(self, job: Job) -> Outcome:
-        """Announce a final job unless that already happened (the reaper's entry point)."""
+        """Announce a final job unless that already happened (the backlog run's entry point)."""
         return self.announce_id(job.job_id)
 
     def announce_id(self, job_id: str) -> Outcome:
@@ -80,7 +80,7 @@ class Announcer:
         if claim == "done":
             return "already_announced"
         if claim == "busy":
-            # Another announcer holds it; if that one dies, the marker keeps the job on the reaper's list.
+            # Another announcer holds it; if that one dies, the marker keeps the job on the backlog's list.
             logger.info("announcement in progress elsewhere", extra={"job_id": job_id})
             return "busy"
         if job is None:
@@ -122,7 +122,7 @@ class Announcer:
 
     def pending_announcements(self, older_than_seconds: float, limit: int | None = None) -> list[Job]:
         """Final jobs whose announcement has not completed for this long (the stream's retries ran out,
-        or its record sits in the DLQ): the reaper announces each with `announce`."""
+        or its record sits in the DLQ): the backlog run announces each with `announce`."""
         jobs = (self.store.get(job_id) for job_id in self.marks.pending(older_than_seconds, limit))
         return [job for job in jobs if job is not None]
 
@@ -150,24 +150,23 @@ def announce_backlog(announcer: Announcer, older_than_seconds: float, limit: int
 
 
 def default_announcer() -> Announcer:
-    """The announcer on this container's clients and settings (the announcer function's, the reaper's)."""
+    """The announcer on this container's clients and settings (the announcer function's)."""
     from sluice import clients
-    from sluice.jobs import notify_sources
+    from sluice.jobs import notify_sources, services
     from sluice.settings import get_settings
 
-    settings = get_settings()
-    store = JobStore(clients.get("dynamodb"), settings.jobs_table, settings.job_ttl_days)
+    store = services.store()
     channels = Channels(
         sns=clients.get("sns"),
         sns_client=notify_sources.sns_in,
         webhook_secret=notify_sources.webhook_secret,
         callback_topics=notify_sources.callback_topics,
     )
-    return Announcer(store, settings, channels)
+    return Announcer(store, get_settings(), channels)
 
 
 def pending_announcements(older_than_seconds: float, limit: int | None = None) -> list[Job]:
-    """The reaper's backstop list: final jobs not announced for `older_than_seconds`."""
+    """The backstop's list: final jobs not announced for `older_than_seconds`."""
     return default_announcer().pending_announcements(older_than_seconds, limit)
 
 

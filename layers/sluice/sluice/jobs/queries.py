@@ -14,6 +14,7 @@ from sluice.jobs import services
 from sluice.jobs.kinds import hooks
 from sluice.jobs.models import Job, JobStatus
 from sluice.jobs.views import JobList, JobListQuery, JobView
+from sluice.jobs.workflow_start import is_execution_arn
 from sluice.request.context import RequestContext
 from sluice.request.validation import validation_failed
 from sluice.telemetry import logger
@@ -83,7 +84,7 @@ def _own_job(ctx: RequestContext, job_id: str) -> Job:
 
 def _stop_execution(job: Job, caller: str) -> str:
     arn = job.execution_id or ""
-    if ":execution:" not in arn:
+    if not is_execution_arn(arn):
         # A SageMaker async request cannot be withdrawn: its late result is ignored (the job is final).
         return "none"
     try:

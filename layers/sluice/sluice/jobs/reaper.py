@@ -28,6 +28,7 @@ from sluice.jobs.kinds import JobKind, hooks
 from sluice.jobs.models import ALLOWED_TRANSITIONS, Job, JobStatus
 from sluice.jobs.status import MAX_REASON_CHARS, failure_reason
 from sluice.jobs.store import JobStore
+from sluice.jobs.workflow_start import is_execution_arn
 from sluice.telemetry import logger
 
 BY_STATUS_INDEX = "ByStatus"
@@ -152,7 +153,7 @@ def reap_job(store: JobStore, job_id: str, seen_status: JobStatus, now: datetime
         )
         failed = Reconciliation(status=JobStatus.FAILED, failure_reason=reason, found=found)
         return _finish(store, job, failed, declared=True)
-    execution = describe_execution(job.execution_id) if _is_execution(job.execution_id) else None
+    execution = describe_execution(job.execution_id) if is_execution_arn(job.execution_id) else None
     if execution is not None and execution.status in _LIVE_EXECUTION:
         return _left(job, f"its workflow execution is {execution.status}")
     reconciled = hooks(job.kind).reconcile(job)
@@ -181,11 +182,6 @@ def describe_execution(arn: str) -> ExecutionState:
             return ExecutionState(status="MISSING")
         raise
     return ExecutionState(status=answer["status"], error=answer.get("error"), cause=answer.get("cause"))
-
-
-def _is_execution(execution_id: str | None) -> bool:
-    # A SageMaker async job's execution_id is its InferenceId, not a Step Functions execution.
-    return bool(execution_id) and ":execution:" in str(execution_id)
 
 
 def _execution_words(execution: ExecutionState | None) -> str:

@@ -19,7 +19,7 @@ from sluice.jobs.models import ALLOWED_TRANSITIONS, Job, JobKind, JobStatus, utc
 
 BY_CALLER_INDEX = "ByCaller"
 # The outbox marker (sluice.jobs.announcement_marks): set by the same write that makes a job final,
-# removed once its announcement is complete. A sparse index over it is the reaper's backstop list.
+# removed once its announcement is complete. A sparse index over it is the announcer's backlog list.
 ANNOUNCE_PENDING = "announce_pending"
 PENDING_ANNOUNCEMENTS_INDEX = "PendingAnnouncements"
 PENDING = "PENDING"

@@ -70,6 +70,11 @@ def execution_arn(state_machine_arn: str, name: str) -> str:
     return f"{state_machine_arn.replace(':stateMachine:', ':execution:', 1)}:{name}"
 
 
+def is_execution_arn(execution_id: str | None) -> bool:
+    """A Step Functions execution; a SageMaker async job's execution_id is its InferenceId instead."""
+    return bool(execution_id) and ":execution:" in str(execution_id)
+
+
 def start_execution(job: Job, state_machine_arn: str, setting: str, execution_input: BaseModel) -> str:
     if not state_machine_arn:
         raise BackendMisconfigured(f"Jobs are not configured on this stack ({setting} is empty).")

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from sluice import clients
 from sluice.jobs.kind_hooks import KindHooks, Reconciliation, shared_stale_after
+from sluice.jobs.kinds.async_inference.start import NATIVE_RUNNER
 from sluice.jobs.models import Job, JobStatus
 from sluice.jobs.status import MAX_REASON_CHARS
 from sluice.settings import get_settings
@@ -30,10 +31,6 @@ def outputs(job: Job) -> dict[str, Any]:
     )
     expires = datetime.now(UTC) + timedelta(seconds=settings.presigned_url_seconds)
     return {"output_url": url, "output_urls_expire_at": expires.isoformat(timespec="seconds")}
-
-
-# details.runner of a job InvokeEndpointAsync started (its execution_id is the InferenceId, not an execution).
-NATIVE_RUNNER = "sagemaker-async"
 
 
 def reconcile(job: Job) -> Reconciliation | None:

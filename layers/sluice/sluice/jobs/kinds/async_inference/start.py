@@ -13,9 +13,17 @@ from sluice.providers.errors import translate_errors
 from sluice.settings import get_settings
 from sluice.storage.keys import async_output_key, parse_s3_uri
 
+# details.runner: what runs the job (a native one's execution_id is its InferenceId, not an execution).
+NATIVE_RUNNER = "sagemaker-async"
+WORKFLOW_RUNNER = "state-machine"
+
 
 def uses_native_async(entry: ModelEntry) -> bool:
     return isinstance(entry.backend, SageMakerBackend) and entry.backend.async_endpoint
+
+
+def runner_of(entry: ModelEntry) -> str:
+    return NATIVE_RUNNER if uses_native_async(entry) else WORKFLOW_RUNNER
 
 
 # Set on the job before InvokeEndpointAsync: a repeated start (a retry after a crash) never invokes twice.

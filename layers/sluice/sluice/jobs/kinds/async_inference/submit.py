@@ -29,7 +29,7 @@ from sluice.errors import InvalidRequest, PayloadTooLarge, TooManyOpenUploads, U
 from sluice.jobs import idempotency, services
 from sluice.jobs.callback_topics import check_callback_topic
 from sluice.jobs.kinds.async_inference.models import UPLOAD_ID_PATTERN, UploadRequest, UploadTicket
-from sluice.jobs.kinds.async_inference.start import start_async, uses_native_async
+from sluice.jobs.kinds.async_inference.start import runner_of, start_async, uses_native_async
 from sluice.jobs.kinds.async_inference.upload_tickets import upload_tickets
 from sluice.jobs.models import Callback, Job, JobKind
 from sluice.jobs.workflow_start import create_once, new_job_id
@@ -201,7 +201,7 @@ def submit_async(
             details={
                 "content_type": chosen_type,
                 "input_bytes": input_bytes,
-                "runner": "sagemaker-async" if uses_native_async(entry) else "state-machine",
+                "runner": runner_of(entry),
                 **native_endpoint,
             },
         )
