@@ -154,6 +154,30 @@ class Settings:
     # GET /v1/jobs/{id} of a finished batch job presigns at most this many output files.
     batch_output_urls_max: int = field(default_factory=lambda: int(_env("SLUICE_BATCH_OUTPUT_URLS_MAX", "50")))
 
+    # ---- training (sluice.jobs.kinds.training)
+    training_state_machine_arn: str = field(default_factory=lambda: _env("SLUICE_TRAINING_STATE_MACHINE_ARN", ""))
+    # The execution role SageMaker training jobs run as (the stack's SageMakerTrainingRole).
+    training_role_arn: str = field(default_factory=lambda: _env("SLUICE_TRAINING_ROLE_ARN", ""))
+    # The most attempts a run may ask for (max_attempts above it is a 422).
+    training_max_attempts: int = field(default_factory=lambda: int(_env("SLUICE_TRAINING_MAX_ATTEMPTS", "5")))
+    # The most max_runtime_seconds a run may ask for (SageMaker's own ceiling is 28 days).
+    training_max_runtime_seconds: int = field(
+        default_factory=lambda: int(_env("SLUICE_TRAINING_MAX_RUNTIME_SECONDS", "86400"))
+    )
+    training_max_instance_count: int = field(
+        default_factory=lambda: int(_env("SLUICE_TRAINING_MAX_INSTANCE_COUNT", "4"))
+    )
+    # A run stops retrying once its attempts together billed this many seconds.
+    training_billable_seconds_budget: int = field(
+        default_factory=lambda: int(_env("SLUICE_TRAINING_BILLABLE_SECONDS_BUDGET", "86400"))
+    )
+    # After this many spot failures (interruptions, capacity shortages) a run goes on on-demand.
+    training_spot_failures_before_on_demand: int = field(
+        default_factory=lambda: int(_env("SLUICE_TRAINING_SPOT_FAILURES_BEFORE_ON_DEMAND", "2"))
+    )
+    # An attempt that started below the run's checkpoint watermark: "fail" the run, or only "warn".
+    training_from_zero_restart: str = field(default_factory=lambda: _env("SLUICE_TRAINING_FROM_ZERO_RESTART", "fail"))
+
     # ---- the reaper (sluice.jobs.reaper): limits in minutes without a change, per status and kind
     # QUEUED with no execution this long: a submission that crashed before starting its job.
     reaper_queued_limit_minutes: float = field(

@@ -6,6 +6,7 @@ mistake is reported with the path of the offending field.
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
@@ -113,9 +114,74 @@ class ModelEntry(_Strict):
         return any(fnmatchcase(caller, pattern) for pattern in self.allowed_callers)
 
 
+class MetricDefinition(_Strict):
+    """A metric SageMaker reads from the training log: the first group of `regex` on each matching line."""
+
+    name: str = Field(min_length=1, max_length=255)
+    regex: str = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> MetricDefinition:
+        try:
+            pattern = re.compile(self.regex)
+        except re.error as exc:
+            raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        if pattern.groups < 1:
+            raise ValueError(f"regex {self.regex!r} needs a group capturing the metric's value")
+        return self
+
+
+InstanceType = Annotated[str, Field(pattern=r"^ml\.[a-z0-9-]+\.[a-z0-9]+$")]
+
+
+class TrainerEntry(_Strict):
+    """A training recipe operators may run (POST /v1/training-jobs): its image, what it logs, where it runs.
+
+    The checkpoint contract (README "Writing a training script"): the script loads the newest checkpoint
+    from its checkpoint directory at start and logs the step it resumed from, and logs each step it
+    checkpoints; `resume_metric` and `checkpoint_metric` name the metric definitions that read those
+    lines, so every attempt reports where it started and how far it got."""
+
+    description: str = Field(min_length=1)
+    image: str = Field(min_length=1, description="The training image (ECR URI)")
+    # The image that serves the trained artifact (the registered version's container); default: image.
+    inference_image: str | None = Field(default=None, min_length=1)
+    metric_definitions: tuple[MetricDefinition, ...] = Field(min_length=1, max_length=40)
+    # Merged under the request's own hyperparameters (the request wins).
+    hyperparameters: dict[str, str] = {}
+    # The instance types the trainer may use, in fallback order: the first is the default, and when
+    # SageMaker has no capacity for one the next is tried.
+    instance_types: tuple[InstanceType, ...] = Field(min_length=1)
+    allowed_callers: tuple[str, ...] = Field(min_length=1)
+    resume_metric: str = "sluice:resumed_from_step"
+    checkpoint_metric: str = "sluice:checkpoint_step"
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _progress_metrics_defined(self) -> TrainerEntry:
+        names = {metric.name for metric in self.metric_definitions}
+        for field_name in ("resume_metric", "checkpoint_metric"):
+            if getattr(self, field_name) not in names:
+                raise ValueError(
+                    f"{field_name} {getattr(self, field_name)!r} names no metric definition; without it an "
+                    "attempt cannot show where it resumed from or how far it checkpointed"
+                )
+        return self
+
+    def allows(self, caller: str) -> bool:
+        return any(fnmatchcase(caller, pattern) for pattern in self.allowed_callers)
+
+    def metric_names(self) -> set[str]:
+        return {metric.name for metric in self.metric_definitions}
+
+
 class Catalog(_Strict):
     version: Literal[1] = 1
     models: dict[ModelName, ModelEntry]
+    trainers: dict[ModelName, TrainerEntry] = {}
 
     def get(self, name: str) -> ModelEntry | None:
         return self.models.get(name)
+
+    def trainer(self, name: str) -> TrainerEntry | None:
+        return self.trainers.get(name)

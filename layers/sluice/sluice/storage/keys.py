@@ -25,6 +25,9 @@ BATCH_DROP_PREFIX = "batch-input"
 BATCH_OUTPUT_PREFIX = "batch-output"
 # The exact version of a dropped file, copied for its job: nothing but the drop function writes here.
 BATCH_PINNED_PREFIX = "batch-pinned"
+# One checkpoint location per training run, shared by all of its attempts.
+CHECKPOINTS_PREFIX = "checkpoints"
+TRAINING_OUTPUT_PREFIX = "training-output"
 
 # Far below S3's 1024-byte key limit, leaving room for the top folder, job id and file names.
 MAX_SEGMENT_CHARS = 160
@@ -129,6 +132,16 @@ def pinned_manifest_key(caller: str, job_id: str) -> str:
 
 def batch_output_prefix(caller: str, job_id: str) -> str:
     return f"{caller_prefix(BATCH_OUTPUT_PREFIX, caller)}{job_id}/"
+
+
+def checkpoint_prefix(caller: str, job_id: str) -> str:
+    """`checkpoints/<caller>/<job>/`: every attempt of a training run syncs its checkpoints here."""
+    return f"{caller_prefix(CHECKPOINTS_PREFIX, caller)}{job_id}/"
+
+
+def training_output_prefix(caller: str, job_id: str) -> str:
+    """Where a training run's attempts write their model artifacts (one folder per training job)."""
+    return f"{caller_prefix(TRAINING_OUTPUT_PREFIX, caller)}{job_id}/"
 
 
 def s3_uri(bucket: str, key: str) -> str:

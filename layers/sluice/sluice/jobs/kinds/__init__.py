@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 class JobKind(StrEnum):
     ASYNC = "async"
     BATCH = "batch"
+    TRAINING = "training"
 
 
 _HOOK_MODULES: dict[JobKind, str] = {
     JobKind.ASYNC: "sluice.jobs.kinds.async_inference.hooks",
     JobKind.BATCH: "sluice.jobs.kinds.batch_transform.hooks",
+    JobKind.TRAINING: "sluice.jobs.kinds.training.hooks",
 }
 
 

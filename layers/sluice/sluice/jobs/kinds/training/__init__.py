@@ -1,0 +1,1 @@
+"""Training runs: a SageMaker training job per attempt, resumed from one checkpoint location."""
