@@ -248,6 +248,13 @@ def test_a_bucket_the_platform_lists_is_open_to_training(training, lambda_contex
         ),
         ({"spot": False}, 422, "validation_failed", "body.max_wait_seconds", "spot training only"),
         (
+            {"max_wait_seconds": 172801},
+            422,
+            "validation_failed",
+            "body.max_wait_seconds",
+            "at most 172800 seconds on this stack (twice TrainingMaxRuntimeSeconds",
+        ),
+        (
             {"instance_type": "ml.p3.2xlarge"},
             422,
             "validation_failed",

@@ -16,14 +16,9 @@ from botocore.exceptions import ClientError
 from sluice import clients
 from sluice.errors import RegistryGroupNotFound, RegistryVersionNotFound
 from sluice.providers.errors import from_client_error
+from sluice.registry.metadata import JOB_ID, METRIC_PREFIX, MODEL_ARTIFACT, TRAINING_JOB
 from sluice.registry.models import GROUP_PATTERN, RegistryVersion
 
-METRIC_PREFIX = "metric:"
-JOB_ID = "sluice:job-id"
-TRAINING_JOB = "sluice:training-job"
-TRAINER = "sluice:trainer"
-MODEL_ARTIFACT = "sluice:model-artifact"
-DECIDED_BY = "sluice:decided-by"
 # What SageMaker gives a version registered without a status.
 DEFAULT_STATUS = "PendingManualApproval"
 # ListModelPackages' page size ceiling.

@@ -18,9 +18,9 @@ from sluice import clients
 from sluice.auth.roles import require_operator
 from sluice.errors import VersionAlreadyDecided
 from sluice.providers.errors import from_client_error
+from sluice.registry.metadata import DECIDED_BY
 from sluice.registry.models import ApprovalStatus, RegistryVersion, RegistryVersionList, VersionDecisionRequest
 from sluice.registry.packages import (
-    DECIDED_BY,
     approval_status,
     check_group,
     describe,

@@ -107,6 +107,14 @@ def request_problems(request: TrainingJobRequest, trainer: TrainerEntry, setting
     for field, value, limit, unit in limits:
         if value > limit:
             refuse(field, f"at most {limit} {unit} on this stack (got {value})")
+    # The reaper counts a run stuck after one attempt's longest wait without a change (kinds.training.hooks).
+    wait_limit = 2 * settings.training_max_runtime_seconds
+    if request.max_wait_seconds is not None and request.max_wait_seconds > wait_limit:
+        refuse(
+            "max_wait_seconds",
+            f"at most {wait_limit} seconds on this stack (twice TrainingMaxRuntimeSeconds; "
+            f"got {request.max_wait_seconds})",
+        )
     if request.registration and request.registration.metric not in trainer.metric_names():
         refuse(
             "register.metric",
