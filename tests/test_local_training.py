@@ -409,3 +409,34 @@ def test_a_model_whose_artifact_is_missing_is_not_served(sagemaker, lookup):
     )
 
     assert lookup.model_url(name) is None
+
+
+# --- local mode's settings for training ---------------------------------------------------------------
+
+
+def test_the_spot_interruption_setting_is_an_epoch_number_or_unset(monkeypatch):
+    from sluice_local.config import LocalConfig
+
+    monkeypatch.delenv("SLUICE_LOCAL_SPOT_INTERRUPT_AT_EPOCH", raising=False)
+    assert LocalConfig().spot_interrupt_at_epoch is None
+    monkeypatch.setenv("SLUICE_LOCAL_SPOT_INTERRUPT_AT_EPOCH", "5")
+    assert LocalConfig().spot_interrupt_at_epoch == 5
+    for typo in ("five", "0", "-1"):
+        monkeypatch.setenv("SLUICE_LOCAL_SPOT_INTERRUPT_AT_EPOCH", typo)
+        with pytest.raises(ValueError, match="SLUICE_LOCAL_SPOT_INTERRUPT_AT_EPOCH"):
+            LocalConfig()
+
+
+def test_training_waits_are_local_only_where_the_template_declares_them(tmp_path):
+    from sluice_local.config import LocalConfig
+    from sluice_local.stack import deploy_parameters
+
+    template = tmp_path / "template.yaml"
+    template.write_text(
+        "Parameters:\n  TrainingPollSeconds:\n    Type: Number\n  TrainingRetryWaitSeconds:\n    Type: Number\n"
+    )
+
+    assert deploy_parameters(LocalConfig(template=template, parameter_overrides={})) == {
+        "TrainingPollSeconds": "2",
+        "TrainingRetryWaitSeconds": "2",
+    }

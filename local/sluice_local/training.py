@@ -187,6 +187,16 @@ class TrainingRunner:
     # ------------------------------------------------------------------ the moto patch
     def install(self) -> None:
         global _installed
+        import moto as moto_package
+
+        from sluice_local.emulator import PATCHED_MOTO
+
+        if not moto_package.__version__.startswith(PATCHED_MOTO):
+            # The patch relies on moto 5.2's FakeTrainingJob (its attributes, its MetricDefinitions swap).
+            raise RuntimeError(
+                f"sluice_local patches moto {PATCHED_MOTO}x's training jobs; "
+                f"re-check it for moto {moto_package.__version__}"
+            )
         with _lock:
             if _installed is not None:
                 raise RuntimeError("a training runner is already installed in this process (moto is process-wide)")
