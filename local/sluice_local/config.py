@@ -28,6 +28,24 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+SPOT_INTERRUPT_AT_EPOCH = "SLUICE_LOCAL_SPOT_INTERRUPT_AT_EPOCH"
+
+
+def spot_interrupt_at_epoch() -> int | None:
+    """SLUICE_LOCAL_SPOT_INTERRUPT_AT_EPOCH: reclaim spot training after this epoch's checkpoint (unset: never)."""
+    text = os.environ.get(SPOT_INTERRUPT_AT_EPOCH, "").strip()
+    if not text:
+        return None
+    try:
+        epoch = int(text)
+    except ValueError:
+        epoch = 0
+    if epoch < 1:
+        # A typo must not silently turn the fault injection off.
+        raise ValueError(f"{SPOT_INTERRUPT_AT_EPOCH}={text!r} is not an epoch number (1 or more)")
+    return epoch
+
+
 def parse_parameter_overrides(text: str) -> dict[str, str]:
     """`Key=Value Key2="a b" Key3=x=y`, as `sam deploy --parameter-overrides` takes them.
 
@@ -102,6 +120,8 @@ class LocalConfig:
     parameter_overrides: dict[str, str] = field(
         default_factory=lambda: parse_parameter_overrides(os.environ.get(PARAMETER_OVERRIDES, ""))
     )
+    # Spot training jobs are reclaimed after this epoch's checkpoint, once per checkpoint location (training.py).
+    spot_interrupt_at_epoch: int | None = field(default_factory=spot_interrupt_at_epoch)
     host: str = LOOPBACK
 
     def url(self, port: int) -> str:

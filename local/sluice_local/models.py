@@ -93,8 +93,12 @@ def start_model(
     timeout: float = START_TIMEOUT_SECONDS,
     log_path: Path | None = None,
     serve_script: Path = SERVE,
+    pin_version: bool = True,
 ) -> RunningModel:
     """Start `serve.py` for model `version` on `host:port` (0: a free port); return once it is ready.
+
+    `pin_version` False serves whatever artifact `model_dir` holds (a trained one, whose version is its training
+    job's), `version` being only this process's name.
 
     Raises ModelStartError, with the server's log tail, if it exits or has not answered /ping with 200
     within `timeout` seconds (it is then killed).
@@ -109,7 +113,7 @@ def start_model(
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             bind_port = port or _free_port(host)
             try:
-                model = _start(version, Path(model_dir), host, bind_port, timeout, log_path, serve_script)
+                model = _start(version, Path(model_dir), host, bind_port, timeout, log_path, serve_script, pin_version)
             except _PortTaken:
                 if port or attempt == _PORT_ATTEMPTS:
                     raise ModelStartError(
@@ -130,14 +134,22 @@ class _PortTaken(Exception):
 
 
 def _start(
-    version: str, model_dir: Path, host: str, port: int, timeout: float, log_path: Path, serve_script: Path
+    version: str,
+    model_dir: Path,
+    host: str,
+    port: int,
+    timeout: float,
+    log_path: Path,
+    serve_script: Path,
+    pin_version: bool = True,
 ) -> RunningModel:
     env = {
         **os.environ,
         "SAGEMAKER_BIND_TO_PORT": str(port),
         "SLUICE_MODEL_BIND": host,
         "SM_MODEL_DIR": str(model_dir),
-        "SLUICE_MODEL_VERSION": version,
+        # Empty: serve.py takes the stored artifact's version.
+        "SLUICE_MODEL_VERSION": version if pin_version else "",
         "PYTHONUNBUFFERED": "1",
     }
     start_offset = log_path.stat().st_size if log_path.exists() else 0

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ ASYNC_ENDPOINT = "sluice-iris-async"
 # Two model versions behind one endpoint, as two production variants with these traffic weights.
 VARIANTS = (("v1", 0.8), ("v2", 0.2))
 LOCAL_CATALOG = ROOT / "local" / "catalog.json"
+# The training images local mode plays, as the commands that stand for them (local/catalog.json's trainers).
+TRAINING_IMAGES = {"sluice/iris-trainer:local": [sys.executable, str(ROOT / "models" / "iris" / "trainer.py")]}
 
 
 @dataclass
@@ -60,14 +63,17 @@ class LocalStack:
 
     # ------------------------------------------------------------------ up
     def start(self) -> Started:
+        from sluice_local.artifacts import TrainedModels
         from sluice_local.bedrock import LocalBedrock
         from sluice_local.deploy import connect_event_sources, deploy_template
         from sluice_local.emulator import start_moto
         from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
+        from sluice_local.model_lookup import ModelLookup
         from sluice_local.models import start_model
-        from sluice_local.sagemaker_runtime import AsyncConfig, LocalSageMakerRuntime, Variant
+        from sluice_local.sagemaker_runtime import AsyncConfig, LocalSageMakerRuntime
         from sluice_local.scheduler import LocalScheduler
         from sluice_local.schedules import read_schedules, stack_values
+        from sluice_local.training import install_training_runner
         from sluice_local.transform import install_transform_runner
 
         config = self.config
@@ -86,33 +92,23 @@ class LocalStack:
             self._stoppers.append(running.stop)
             models[version] = running
         sagemaker = boto3.client("sagemaker")
-
-        def resolve_model(model_name: str) -> str | None:
-            # A SageMaker model runs on the model process of its container's SLUICE_MODEL_VERSION.
-            try:
-                model = sagemaker.describe_model(ModelName=model_name)
-            except ClientError:
-                return None
-            version = model.get("PrimaryContainer", {}).get("Environment", {}).get("SLUICE_MODEL_VERSION")
-            return models[version].url if version in models else None
+        # Trained models (a ModelDataUrl) get a model process of their own, started at first use.
+        trained = TrainedModels(moto.url, config.region, config.state_dir / "trained-models", host=config.host)
+        self._stoppers.append(trained.stop)
+        lookup = ModelLookup(sagemaker, {version: running.url for version, running in models.items()}, trained)
 
         # Transform jobs (CreateTransformJob, from Step Functions too) run against the model processes.
-        transforms = install_transform_runner(resolve_model, moto.url, config.region)
+        transforms = install_transform_runner(lookup.model_url, moto.url, config.region)
         self._stoppers.append(transforms.uninstall)
-
-        def resolve(endpoint_name: str) -> list[Variant] | None:
-            # Weights are read from the embedded SageMaker on every call, so updating the endpoint
-            # config there (aws sagemaker ... --endpoint-url) changes routing at once.
-            try:
-                endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
-            except ClientError:
-                return None
-            endpoint_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-            return [
-                Variant(v["VariantName"], float(v.get("InitialVariantWeight", 1.0)), models[v["VariantName"]].url)
-                for v in endpoint_config["ProductionVariants"]
-                if v["VariantName"] in models
-            ]
+        # Training jobs run for real: the image names the trainer, run under SageMaker's container contract.
+        trainings = install_training_runner(
+            TRAINING_IMAGES.get,
+            moto.url,
+            config.region,
+            interrupt_at_epoch=config.spot_interrupt_at_epoch,
+            state_dir=config.state_dir / "training",
+        )
+        self._stoppers.append(trainings.uninstall)
 
         def resolve_async(endpoint_name: str) -> AsyncConfig | None:
             try:
@@ -122,7 +118,9 @@ class LocalStack:
             endpoint_config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
             return AsyncConfig.from_api(endpoint_config.get("AsyncInferenceConfig"))
 
-        runtime = LocalSageMakerRuntime(resolve, resolve_async=resolve_async, aws_url=moto.url, region=config.region)
+        runtime = LocalSageMakerRuntime(
+            lookup.variants, resolve_async=resolve_async, aws_url=moto.url, region=config.region
+        )
         sagemaker_url = runtime.start(config.host, config.sagemaker_port)
         self._stoppers.append(runtime.stop)
         bedrock = LocalBedrock()
@@ -239,12 +237,16 @@ def deploy_parameters(config: LocalConfig) -> dict[str, str]:
 
     declared = yaml_parse(config.template.read_text()).get("Parameters", {})
     check_parameter_overrides(config.parameter_overrides, declared, config.template)
-    # Local transform jobs finish in seconds: poll them as often (AWS defaults are minutes).
+    # Local transform and training jobs finish in seconds: poll them as often (AWS defaults are minutes).
     local = {
         "TransformPollSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_POLL_SECONDS", "2"),
         # The wait doubles per status check; locally it stops growing at a few seconds.
         "TransformPollMaxSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_POLL_MAX_SECONDS", "8"),
         "TransformRetryWaitSeconds": os.environ.get("SLUICE_LOCAL_TRANSFORM_RETRY_WAIT_SECONDS", "5"),
+        # Local training jobs take seconds too (iris: 40 epochs in about one).
+        "TrainingPollSeconds": os.environ.get("SLUICE_LOCAL_TRAINING_POLL_SECONDS", "2"),
+        "TrainingPollMaxSeconds": os.environ.get("SLUICE_LOCAL_TRAINING_POLL_MAX_SECONDS", "8"),
+        "TrainingRetryWaitSeconds": os.environ.get("SLUICE_LOCAL_TRAINING_RETRY_WAIT_SECONDS", "2"),
     }
     # Only those the template declares (SLUICE_LOCAL_TEMPLATE may name another one); overrides win.
     return {**{k: v for k, v in local.items() if k in declared}, **config.parameter_overrides}
