@@ -204,7 +204,7 @@ def test_listing_filters_by_status_and_kind(jobs, lambda_context):
         ({"limit": "101"}, "query.limit"),
         ({"limit": "ten"}, "query.limit"),
         ({"status": "DONE"}, "query.status"),
-        ({"kind": "training"}, "query.kind"),
+        ({"kind": "sandcastle"}, "query.kind"),
         ({"next_token": "not-a-token!"}, "query.next_token"),
         ({"color": "blue"}, "query.color"),
     ],
