@@ -22,5 +22,8 @@ def lambda_handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
     request = RegistrationRequest.model_validate(event)
     logger.append_keys(job_id=request.job_id)
     registered = register_version(clients.get("sagemaker"), clients.get("s3"), request)
-    logger.info("model version registered", extra={"training_job_name": request.training_job_name, **registered.model_dump(mode="json")})
+    logger.info(
+        "model version registered",
+        extra={"training_job_name": request.training_job_name, **registered.model_dump(mode="json")},
+    )
     return registered.model_dump(mode="json")

@@ -35,9 +35,7 @@ def lambda_handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
     if event.get("action") == "start":
         start = StartRequest.model_validate(event)
         logger.append_keys(job_id=start.job.job_id)
-        started = start_attempt(
-            services.store(), clients.get("sagemaker"), clients.get("s3"), start, get_settings()
-        )
+        started = start_attempt(services.store(), clients.get("sagemaker"), clients.get("s3"), start, get_settings())
         logger.info("training attempt start", extra={"attempt": start.plan.number, **started.model_dump()})
         return started.model_dump(mode="json")
     finish = FinishRequest.model_validate(event)

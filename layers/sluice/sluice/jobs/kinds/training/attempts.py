@@ -26,6 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
+from sluice.jobs.kinds.training.hooks import stop_training_job
 from sluice.jobs.kinds.training.models import AttemptPlan, AttemptRecord, TrainingExecutionInput
 from sluice.jobs.models import JobStatus
 from sluice.jobs.store import JobStore
@@ -135,7 +136,9 @@ def create_request(name: str, request: AttemptStart, settings: Settings) -> dict
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": job.max_runtime_seconds}
     if plan.spot:
         # SageMaker requires the wait (capacity wait plus runtime) to cover the runtime.
-        stopping["MaxWaitTimeInSeconds"] = max(job.max_wait_seconds or 2 * job.max_runtime_seconds, job.max_runtime_seconds)
+        stopping["MaxWaitTimeInSeconds"] = max(
+            job.max_wait_seconds or 2 * job.max_runtime_seconds, job.max_runtime_seconds
+        )
     return {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
@@ -202,17 +205,3 @@ def _describe(sagemaker: Any, name: str) -> str:
         if code in THROTTLES:
             raise TrainingApiThrottled(f"{code}: {exc}") from None
         raise TrainingStartFailed(f"Training job {name} exists but cannot be read: {exc}") from None
-
-
-def stop_training_job(sagemaker: Any, name: str) -> str:
-    """'stopped', 'already ended' (or never created), or 'failed: <code>'."""
-    try:
-        sagemaker.stop_training_job(TrainingJobName=name)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        # A training job that already ended (or never started) cannot be stopped: nothing left to do.
-        if code in ("ValidationException", "ResourceNotFound"):
-            return "already ended"
-        logger.warning("could not stop the training job", extra={"training_job_name": name, "code": code})
-        return f"failed: {code}"
-    return "stopped"

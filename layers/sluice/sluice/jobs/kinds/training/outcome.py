@@ -61,7 +61,7 @@ class AttemptOutcome(BaseModel):
     # Retry: the next attempt's plan. Otherwise the current one, with the watermark and billing updated.
     plan: AttemptPlan
     # Succeeded with a `register` spec: "Register model version" runs.
-    register: bool = False
+    register_model: bool = False
     # What "Mark job succeeded" records in the job's details: model_artifact and metrics.
     details: dict[str, Any] = {}
 
@@ -137,7 +137,8 @@ def judge_attempt(
         )
         return judged(outcome, label, warning)
 
-    if status == "Stopped" and secondary != "MaxWaitTimeExceeded":
+    # Stopped by a StopTrainingJob (a cancel, or someone in SageMaker), not by one of SageMaker's limits.
+    if status == "Stopped" and secondary not in ("MaxWaitTimeExceeded", "MaxRuntimeExceeded"):
         if cancelled:
             return judged(
                 AttemptOutcome(
@@ -173,13 +174,18 @@ def judge_attempt(
             training_job_name=name,
             reason=f"Training job {name} completed.",
             plan=progress,
-            register=job.registration is not None,
+            register_model=job.registration is not None,
             details={"model_artifact": artifact, "metrics": metrics, "training_job_name": name},
         )
         return judged(outcome, "succeeded", warning)
 
     kind = failure_kind(secondary, reason)
-    said = reason or f"Training job {name} ended {status} ({secondary}) without a failure reason."
+    said = reason or (
+        f"MaxRuntimeExceeded: training job {name} ran longer than max_runtime_seconds ({job.max_runtime_seconds} s) "
+        "and SageMaker stopped it. Raise max_runtime_seconds, or train fewer steps per run."
+        if secondary == "MaxRuntimeExceeded"
+        else f"Training job {name} ended {status} ({secondary}) without a failure reason."
+    )
     if kind == "fatal":
         return failed("TrainingJobFailed", said, warning=warning)
 
