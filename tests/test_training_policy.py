@@ -127,6 +127,10 @@ def test_an_interruption_is_retried_from_the_checkpoint_on_spot_until_the_spot_f
     assert judged.record.outcome == "interrupted"
     assert "Attempt 2 resumes from step 5 on ml.m5.large (spot)" in judged.outcome.reason
 
+    waited = judge(plan(), ("Stopped", "MaxWaitTimeExceeded"), **progress(checkpoint=5))
+    assert (waited.outcome.outcome, waited.record.outcome) == ("retry", "max_wait_exceeded")
+    assert waited.outcome.plan.spot_failures == 1
+
     second = judge(following, INTERRUPTED, **progress(resumed=5, checkpoint=9))
     assert (second.outcome.plan.spot, second.outcome.plan.spot_failures) == (False, 2)
     assert second.outcome.plan.watermark == 9
