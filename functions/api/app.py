@@ -1,4 +1,5 @@
-"""The Sluice REST API: native invoke, OpenAI-compatible chat, embeddings and models, health, docs.
+"""The Sluice REST API: native invoke, OpenAI-compatible chat, embeddings and models, jobs, the
+operations routes (approvals, training, the model registry), health, docs.
 
 Bodies are parsed by the domain's pydantic models (422 naming each field) rather than by the
 resolver's OpenAPI validation, whose import alone costs ~100 ms of every cold start; the OpenAPI
@@ -35,12 +36,14 @@ from sluice.jobs.kinds.async_inference.submit import (
 )
 from sluice.jobs.kinds.batch_transform.models import BatchJobRequest
 from sluice.jobs.kinds.batch_transform.submit import submit_batch
+from sluice.jobs.kinds.training.models import TrainingJobRequest
 from sluice.jobs.models import Job
 from sluice.jobs.queries import cancel_job, get_job, list_jobs
 from sluice.jobs.views import JobList, JobListQuery, JobView
 from sluice.openai_compat.chat import ChatCompletion, ChatCompletionRequest
 from sluice.openai_compat.embeddings import EmbeddingList, EmbeddingRequest
 from sluice.openai_compat.models import ModelCard, ModelList
+from sluice.registry.models import RegistryVersion, RegistryVersionList, VersionDecisionRequest
 from sluice.request.context import RequestContext
 from sluice.request.validation import parse_json_body, parse_query
 from sluice.settings import get_settings
@@ -251,6 +254,66 @@ def post_deny(approval_id: str) -> Response:
     from sluice.approvals.decisions import decide_approval
 
     return ok(decide_approval(request_context(), approval_id, "deny", raw_body()))
+
+
+@route(
+    "POST",
+    "/v1/training-jobs",
+    "Operators: start a training run (checkpointed spot attempts, then registration)",
+    request=TrainingJobRequest,
+    response=JobView,
+    headers=((IDEMPOTENCY_HEADER, "Retrying with the same key returns the same job"),),
+    status=202,
+)
+def post_training_job() -> Response:
+    from sluice.auth.roles import require_operator
+    from sluice.jobs.kinds.training.submit import ROUTE, submit_training
+
+    ctx = request_context()
+    # Before the body is read: a consumer learns nothing about what a valid training request is.
+    require_operator(ctx, ROUTE)
+    request = parse_json_body(TrainingJobRequest, raw_body())
+    idempotency_key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
+    job, replayed = submit_training(ctx, request, idempotency_key=idempotency_key, lambda_context=app.lambda_context)
+    return accepted(job, replayed)
+
+
+@route(
+    "GET",
+    "/v1/registry/<group>",
+    "Operators: a model package group's versions, newest first",
+    response=RegistryVersionList,
+)
+def get_registry_versions(group: str) -> Response:
+    from sluice.registry.versions import list_versions
+
+    return ok(list_versions(request_context(), group))
+
+
+@route(
+    "POST",
+    "/v1/registry/<group>/versions/<version>/approve",
+    "Operators: approve a model version for deployment, with a reason",
+    request=VersionDecisionRequest,
+    response=RegistryVersion,
+)
+def post_approve_version(group: str, version: str) -> Response:
+    from sluice.registry.versions import decide_version
+
+    return ok(decide_version(request_context(), group, version, "approve", raw_body()))
+
+
+@route(
+    "POST",
+    "/v1/registry/<group>/versions/<version>/reject",
+    "Operators: reject a model version, with a reason",
+    request=VersionDecisionRequest,
+    response=RegistryVersion,
+)
+def post_reject_version(group: str, version: str) -> Response:
+    from sluice.registry.versions import decide_version
+
+    return ok(decide_version(request_context(), group, version, "reject", raw_body()))
 
 
 @route("GET", "/v1/docs", "This API's OpenAPI document (?format=json) or its Swagger UI")

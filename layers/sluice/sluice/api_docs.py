@@ -130,8 +130,10 @@ _MODEL_ERRORS = (
 def _path_schema(name: str) -> dict[str, Any]:
     # Ids the API issues have one form; stating it lets generated requests target real-looking ids.
     from sluice.jobs.views import JOB_ID_PATTERN
+    from sluice.registry.models import GROUP_PATTERN
 
-    patterns = {"job_id": JOB_ID_PATTERN}
+    # A registry version is SageMaker's ModelPackageVersion: a positive integer.
+    patterns = {"job_id": JOB_ID_PATTERN, "group": GROUP_PATTERN, "version": r"^[1-9][0-9]{0,9}$"}
     schema: dict[str, Any] = {"type": "string", "minLength": 1}
     if name in patterns:
         schema["pattern"] = patterns[name]

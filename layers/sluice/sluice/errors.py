@@ -86,6 +86,20 @@ class ApprovalNotFound(SluiceError):
     status, code, type = 404, "approval_not_found", "not_found_error"
 
 
+class TrainerNotFound(SluiceError):
+    """An unknown trainer, or one this caller may not use: the same answer, so neither leaks its existence."""
+
+    status, code, type = 404, "trainer_not_found", "not_found_error"
+
+
+class RegistryGroupNotFound(SluiceError):
+    status, code, type = 404, "registry_group_not_found", "not_found_error"
+
+
+class RegistryVersionNotFound(SluiceError):
+    status, code, type = 404, "registry_version_not_found", "not_found_error"
+
+
 class LocationNotAllowed(SluiceError):
     """An S3 location outside what this caller may read or write."""
 
@@ -110,6 +124,12 @@ class ApprovalClosed(Conflict):
     """The approval was already decided, expired or was withdrawn (its job cancelled)."""
 
     code = "approval_closed"
+
+
+class VersionAlreadyDecided(Conflict):
+    """Approving an Approved model package version, or rejecting a Rejected one."""
+
+    code = "version_already_decided"
 
 
 class PayloadTooLarge(SluiceError):

@@ -18,16 +18,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from sluice.jobs.kinds.training.models import ModelPackageRef
+from sluice.registry.metadata import JOB_ID, METRIC_PREFIX, MODEL_ARTIFACT, TRAINER, TRAINING_JOB
 from sluice.registry.models import ApprovalStatus, RegistrationRequest
 from sluice.storage.keys import parse_s3_uri
 from sluice.telemetry import logger
 
-# CustomerMetadataProperties keys (values up to 256 characters): what the registry listing shows.
-JOB_ID = "sluice:job-id"
-TRAINING_JOB = "sluice:training-job"
-TRAINER = "sluice:trainer"
-MODEL_ARTIFACT = "sluice:model-artifact"
-METRIC_PREFIX = "metric:"
 METRICS_DOCUMENT = "metrics.json"
 # How many of the group's newest versions a retry looks through for its own.
 _RECENT_VERSIONS = 10

@@ -1,12 +1,12 @@
-"""From a logical model name to its catalog entry, checking the caller may use it."""
+"""From a logical model (or trainer) name to its catalog entry, checking the caller may use it."""
 
 from __future__ import annotations
 
 from functools import cache
 
-from sluice.catalog.models import Catalog, ModelEntry, SageMakerBackend
+from sluice.catalog.models import Catalog, ModelEntry, SageMakerBackend, TrainerEntry
 from sluice.catalog.store import CatalogStore
-from sluice.errors import InvalidRequest, ModelForbidden, ModelNotFound
+from sluice.errors import InvalidRequest, ModelForbidden, ModelNotFound, TrainerNotFound
 from sluice.request.context import RequestContext
 from sluice.settings import get_settings
 
@@ -48,5 +48,18 @@ def resolve_model(
             f"Model '{name}' is a {entry.task} model and cannot serve {route}; "
             f"use POST /v1/models/{name}/invoke or pick a {task} model.",
             param="model",
+        )
+    return entry
+
+
+def resolve_trainer(ctx: RequestContext, name: str) -> TrainerEntry:
+    """A trainer the caller may run. One it may not is answered exactly like one that does not exist:
+    trainers are the platform's recipes, and their names are not for every operator to discover."""
+    entry = current_catalog().trainer(name)
+    if entry is None or not entry.allows(ctx.caller.identity):
+        raise TrainerNotFound(
+            f"Trainer '{name}' does not exist. The catalog's trainers section lists the trainers; "
+            "ask the platform team for one.",
+            param="trainer",
         )
     return entry
