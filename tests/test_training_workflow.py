@@ -19,8 +19,8 @@ from sluice.jobs.models import Job, JobKind, JobStatus
 from sluice.settings import get_settings
 from sluice.storage.keys import checkpoint_prefix, s3_uri, training_output_prefix
 from tests.api_support import event
-from tests.conftest import load_handler
-from tests.jobs_support import for_path_id
+from tests.conftest import FIXTURES, load_handler
+from tests.jobs_support import as_caller, for_path_id
 from tests.training_support import CHECKPOINT_METRIC, RESUME_METRIC, Attempt, training_stack
 from tests.workflow_support import CALLER, history, new_job_id, start_execution, states_entered, wait_for_execution
 
@@ -44,7 +44,9 @@ ACCURACY = "validation:accuracy"
 
 @pytest.fixture(scope="module")
 def stack():
-    with training_stack("sluice-training-flow") as deployed:
+    # The fixture catalog: its trainers section has iris (POST /v1/training-jobs reads it).
+    catalog = json.loads((FIXTURES / "catalog.json").read_text())
+    with training_stack("sluice-training-flow", catalog) as deployed:
         yield deployed
 
 
@@ -679,3 +681,40 @@ def test_approval_path_nobody_decides_and_the_run_fails_with_approval_timed_out(
     assert job.details["failure_type"] == "ApprovalTimedOut"
     assert "1 x ml.p4d.24xlarge" in job.failure_reason
     assert created_for(stack, execution_input.job_id) == []
+
+
+# ---------------------------------------------------------------------- through the API
+def test_end_to_end_a_run_submitted_through_the_api_resumes_after_an_interruption_and_is_registered(
+    stack, lambda_context
+):
+    """POST /v1/training-jobs (an operator, the sample request) starts this workflow with the job row's
+    input; GET /v1/jobs/{id} then shows both attempts, the resumed step and the registered version."""
+    api = load_handler("api")
+    prefix = "uploads/platform/iris-train/"
+    stack.client("s3").put_object(Bucket=stack.bucket, Key=f"{prefix}iris.csv", Body=b"setosa,5.1,3.5,1.4,0.2\n")
+    stack.training.next_attempts = [
+        Attempt(end="Interrupted", checkpoint=5, billable_seconds=90),
+        Attempt(resumed_from=5, checkpoint=40, metrics={ACCURACY: 0.967}, billable_seconds=200),
+    ]
+    submitted = event("training-job-create")
+    body = {**json.loads(submitted["body"]), "input_prefix": s3_uri(stack.bucket, prefix)}
+    response = api.lambda_handler({**submitted, "body": json.dumps(body)}, lambda_context)
+    assert response["statusCode"] == 202, response["body"]
+    job_id = json.loads(response["body"])["id"]
+    job = stack.store().get(job_id)
+    assert job.execution_id
+
+    execution = wait_for_execution(stack, job.execution_id, timeout=60)
+
+    assert execution["status"] == "SUCCEEDED"
+    assert states_entered(stack, job.execution_id)[-3:] == REGISTERED
+    shown = api.lambda_handler(for_path_id(as_caller(event("job-get"), "platform"), "job_id", job_id), lambda_context)
+    assert shown["statusCode"] == 200, shown["body"]
+    view = json.loads(shown["body"])
+    assert view["status"] == "SUCCEEDED"
+    first, second = view["details"]["attempts"]
+    assert (first["secondary_status"], first["last_checkpoint_step"]) == ("Interrupted", 5)
+    assert second["resumed_from_step"] >= first["last_checkpoint_step"]
+    assert view["details"]["model_package"]["approval_status"] == "Approved"
+    assert view["details"]["model_package"]["group"] == "iris"
+    assert stack.training.next_attempts == []

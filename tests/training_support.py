@@ -19,6 +19,8 @@ moto's SageMaker is adjusted in-process only where the tests need to steer it, e
   ResourceLimitExceeded.
 - StopTrainingJob (moto has none): an InProgress or Stopping job becomes Stopped/Stopped (AWS passes
   through Stopping first); any other answers ValidationException, as AWS does for an ended job.
+- `next_attempts` script, in creation order, the training jobs of a run whose job id a test does not
+  know in advance (one submitted through the API).
 - Hooks run a test's action at a chosen moment, by job name: `before_create`, `after_create`,
   `on_describe` (the first status check) and `on_end` (when the end is played, after its checkpoint
   was written): a cancel mid-attempt, the checkpoint objects deleted, ...
@@ -98,6 +100,8 @@ class Attempt:
 @dataclass
 class TrainingScript:
     attempts: dict[str, Attempt] = field(default_factory=dict)
+    # Scripts for training jobs nobody scripted by name (a run submitted through the API), in creation order.
+    next_attempts: list[Attempt] = field(default_factory=list)
     create_errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     created: list[dict[str, Any]] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
@@ -128,6 +132,8 @@ class TrainingScript:
             if training_job_name in script.before_create:
                 script.before_create.pop(training_job_name)()
             job = create(backend, training_job_name=training_job_name, **kwargs)
+            if training_job_name not in script.attempts and script.next_attempts:
+                script.attempts[training_job_name] = script.next_attempts.pop(0)
             if training_job_name in script.attempts:
                 job.training_job_status, job.secondary_status = "InProgress", "Training"
                 job.final_metric_data_list = []
@@ -207,14 +213,14 @@ class TrainingStack:
 
 
 @contextmanager
-def training_stack(stack_name: str) -> Iterator[TrainingStack]:
+def training_stack(stack_name: str, catalog: dict[str, Any]) -> Iterator[TrainingStack]:
     patcher = pytest.MonkeyPatch()
     try:
         # jobs_stack deploys with workflow_support.TEST_PARAMETERS: the training waits are added to them.
         patcher.setattr(
             workflow_support, "TEST_PARAMETERS", {**workflow_support.TEST_PARAMETERS, **TRAINING_PARAMETERS}
         )
-        with jobs_stack(stack_name, {"version": 1, "models": {}}) as stack:
+        with jobs_stack(stack_name, catalog) as stack:
             patcher.undo()
             script = TrainingScript()
             steering = pytest.MonkeyPatch()
