@@ -214,7 +214,11 @@ def definition(name: str) -> tuple[dict, set[str]]:
     return json.loads(re.sub(r"\$\{[A-Za-z0-9_]+\}", "1", text)), placeholders
 
 
-MACHINES = {"async_inference": "AsyncInferenceStateMachine", "batch_transform": "BatchTransformStateMachine"}
+MACHINES = {
+    "async_inference": "AsyncInferenceStateMachine",
+    "batch_transform": "BatchTransformStateMachine",
+    "training": "TrainingStateMachine",
+}
 
 
 @pytest.mark.parametrize(("name", "logical_id"), MACHINES.items())
@@ -246,6 +250,9 @@ def test_every_task_is_bounded_writes_its_own_result_and_catches_its_failures(na
         "Transform quota exceeded",
         "Approval timed out",
         "Failure not recorded",
+        "Stop training job",
+        "Training quota exceeded",
+        "No checkpoint to resume from",
     }
     assert all(re.fullmatch(r"[A-Z][a-z]+( [a-z']+)*\??", state_name) for state_name in states), "sentence names"
 

@@ -158,6 +158,7 @@ def test_every_state_machine_is_bounded_by_a_timeout_parameter(resources):
     for logical_id, parameter in (
         ("AsyncInferenceStateMachine", "AsyncWorkflowTimeoutSeconds"),
         ("BatchTransformStateMachine", "BatchWorkflowTimeoutSeconds"),
+        ("TrainingStateMachine", "TrainingWorkflowTimeoutSeconds"),
     ):
         properties = resources[logical_id]["Properties"]
         definition = (ROOT / properties["DefinitionUri"]).read_text()
