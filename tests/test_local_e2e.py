@@ -18,6 +18,7 @@ KEY = "sk-sluice-e2e-local-key"
 OPERATOR_KEY = "sk-sluice-e2e-local-operator-key"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 START_TIMEOUT = 120
+INTERRUPT_AT_EPOCH = 5
 
 
 class Local(LocalProcess):
@@ -27,6 +28,8 @@ class Local(LocalProcess):
                 "SLUICE_LOCAL_API_KEY": KEY,
                 "SLUICE_LOCAL_OPERATOR_KEY": OPERATOR_KEY,
                 "SLUICE_LOCAL_STATE_DIR": str(state_dir),
+                # The first attempt of every spot training run is reclaimed after its 5th epoch.
+                "SLUICE_LOCAL_SPOT_INTERRUPT_AT_EPOCH": str(INTERRUPT_AT_EPOCH),
             },
             START_TIMEOUT,
         )
@@ -416,3 +419,119 @@ def test_a_large_batch_job_waits_for_the_operator_key_then_really_runs(local):
     assert done["status"] == "SUCCEEDED", done
     assert done["details"]["approval"]["by"] == "platform"
     assert [f["key"].rsplit("/", 1)[-1] for f in done["output_files"]] == ["rows.csv.out"]
+
+
+def _iris_training_csv() -> bytes:
+    """SageMaker's CSV layout for built-in algorithms: the label first, then the four measurements."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    lines = [
+        ",".join([str(iris.target_names[label]), *(f"{value:g}" for value in row)])
+        for row, label in zip(iris.data, iris.target, strict=True)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _train(local, name: str, threshold: float) -> dict:
+    from sluice.storage.keys import upload_key
+
+    bucket = _outputs(local)["DataBucketName"]
+    prefix = upload_key("platform", f"e2e-{name}") + "/"
+    _aws(local, "s3").put_object(Bucket=bucket, Key=f"{prefix}iris.csv", Body=_iris_training_csv())
+    body = {
+        "trainer": "iris",
+        "input_prefix": f"s3://{bucket}/{prefix}",
+        "hyperparameters": {"epochs": "40"},
+        "instance_type": "ml.m5.large",
+        "spot": True,
+        "max_runtime_seconds": 600,
+        "max_wait_seconds": 1200,
+        "max_attempts": 3,
+        "register": {"group": "iris", "metric": "validation:accuracy", "threshold": threshold},
+    }
+    status, _, job = local.request("POST", "/v1/training-jobs", body, key=OPERATOR_KEY)
+    assert status == 202, job
+    assert job["kind"] == "training"
+
+    def finished():
+        _, _, current = local.request("GET", f"/v1/jobs/{job['id']}", key=OPERATOR_KEY)
+        return current if current["status"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
+
+    return _wait_for(finished, timeout=240)
+
+
+def test_a_spot_interrupted_training_run_resumes_from_its_checkpoint_and_registers_an_approved_version(local):
+    done = _train(local, "train-approved", threshold=0.9)
+
+    assert done["status"] == "SUCCEEDED", done
+    first, second = done["details"]["attempts"]
+    assert first["secondary_status"] == "Interrupted"
+    assert first["last_checkpoint_step"] >= INTERRUPT_AT_EPOCH
+    assert second["status"] == "Completed"
+    assert second["resumed_from_step"] >= INTERRUPT_AT_EPOCH
+    assert not second["restarted_from_zero"]
+    # Nothing was trained twice from zero: the epochs of both attempts add up to less than 40 + 5.
+    trained = sum(attempt["last_checkpoint_step"] - attempt["resumed_from_step"] for attempt in (first, second))
+    assert trained < 40 + INTERRUPT_AT_EPOCH
+    assert second["last_checkpoint_step"] == 40
+    package = done["details"]["model_package"]
+    assert (package["group"], package["approval_status"]) == ("iris", "Approved")
+    assert done["details"]["metrics"]["validation:accuracy"] >= 0.9
+
+    status, _, registry = local.request("GET", "/v1/registry/iris", key=OPERATOR_KEY)
+    assert status == 200, registry
+    listed = {version["version"]: version for version in registry["versions"]}
+    assert listed[package["version"]]["approval_status"] == "Approved"
+    assert listed[package["version"]]["model_package_arn"] == package["arn"]
+
+
+def test_a_run_below_its_threshold_registers_a_rejected_version(local):
+    done = _train(local, "train-rejected", threshold=0.999)
+
+    assert done["status"] == "SUCCEEDED", done
+    assert len(done["details"]["attempts"]) == 2
+    package = done["details"]["model_package"]
+    assert package["approval_status"] == "Rejected"
+    assert "below threshold 0.999" in package["reason"]
+
+
+def test_the_registered_version_serves_predictions_on_the_local_runtime(local):
+    """The trained artifact deployed as SageMaker would: a Model from the registered version, an endpoint."""
+    status, _, registry = local.request("GET", "/v1/registry/iris", key=OPERATOR_KEY)
+    assert status == 200, registry
+    approved = next((version for version in registry["versions"] if version["approval_status"] == "Approved"), None)
+    if approved is None:  # run on its own: train a version first
+        package = _train(local, "train-serve", threshold=0.9)["details"]["model_package"]
+        approved = {"model_package_arn": package["arn"]}
+    sagemaker = _aws(local, "sagemaker")
+    container = sagemaker.describe_model_package(ModelPackageName=approved["model_package_arn"])[
+        "InferenceSpecification"
+    ]["Containers"][0]
+    sagemaker.create_model(
+        ModelName="e2e-trained-iris",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/sluice-local-sagemaker",
+        PrimaryContainer={"Image": container["Image"], "ModelDataUrl": container["ModelDataUrl"]},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName="e2e-trained-iris",
+        ProductionVariants=[
+            {
+                "VariantName": "trained",
+                "ModelName": "e2e-trained-iris",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialVariantWeight": 1.0,
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName="e2e-trained-iris", EndpointConfigName="e2e-trained-iris")
+
+    runtime = _aws(local, "sagemaker-runtime", port="sagemaker")
+    answer = runtime.invoke_endpoint(
+        EndpointName="e2e-trained-iris",
+        ContentType="application/json",
+        Body=json.dumps({"instances": [SETOSA, [6.7, 3.0, 5.2, 2.3]]}),
+    )
+    predictions = json.loads(answer["Body"].read())["predictions"]
+    assert [prediction["label"] for prediction in predictions] == ["setosa", "virginica"]
