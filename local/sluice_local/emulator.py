@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from moto.stepfunctions import models as stepfunctions_models
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-from sluice_local import moto_events, streams
+from sluice_local import metric_queries, moto_events, streams
 
 
 @dataclass
@@ -67,6 +67,8 @@ def start_moto(host: str, port: int) -> MotoServer:
         # DynamoDB streams reach their event source mappings as on Lambda: in order, in the background,
         # filtered, retried, then parked (moto calls the function inside the write, once, unfiltered).
         moto._undo.append(streams.install(PATCHED_MOTO))
+        # GetMetricData keeps to the query's namespace and computes percentiles (the deployment guards').
+        moto._undo.append(metric_queries.install(PATCHED_MOTO))
     except BaseException:
         moto.stop()
         raise

@@ -178,6 +178,45 @@ class Settings:
     # An attempt that started below the run's checkpoint watermark: "fail" the run, or only "warn".
     training_from_zero_restart: str = field(default_factory=lambda: _env("SLUICE_TRAINING_FROM_ZERO_RESTART", "fail"))
 
+    # ---- deployments (sluice.jobs.kinds.deployment); defaults from the domain brief
+    deployment_state_machine_arn: str = field(default_factory=lambda: _env("SLUICE_DEPLOYMENT_STATE_MACHINE_ARN", ""))
+    # One deployment per endpoint at a time: who holds each endpoint.
+    deployment_locks_table: str = field(
+        default_factory=lambda: _env("SLUICE_DEPLOYMENT_LOCKS_TABLE", "sluice-deployment-locks")
+    )
+    # The role a Model created from a registry version runs as.
+    deployment_model_role_arn: str = field(default_factory=lambda: _env("SLUICE_DEPLOYMENT_MODEL_ROLE_ARN", ""))
+    deployment_canary_steps: tuple[float, ...] = field(
+        default_factory=lambda: tuple(float(v) for v in _list(_env("SLUICE_DEPLOYMENT_CANARY_STEPS", "5,25,100")))
+    )
+    deployment_linear_step_percent: float = field(
+        default_factory=lambda: float(_env("SLUICE_DEPLOYMENT_LINEAR_STEP_PERCENT", "25"))
+    )
+    deployment_ab_split_percent: float = field(
+        default_factory=lambda: float(_env("SLUICE_DEPLOYMENT_AB_SPLIT_PERCENT", "50"))
+    )
+    deployment_bake_seconds: int = field(default_factory=lambda: int(_env("SLUICE_DEPLOYMENT_BAKE_SECONDS", "300")))
+    guard_error_rate_percent: float = field(default_factory=lambda: float(_env("SLUICE_GUARD_ERROR_RATE_PERCENT", "1")))
+    guard_p99_latency_ms: float = field(default_factory=lambda: float(_env("SLUICE_GUARD_P99_LATENCY_MS", "2000")))
+    guard_low_confidence_percent: float = field(
+        default_factory=lambda: float(_env("SLUICE_GUARD_LOW_CONFIDENCE_PERCENT", "5"))
+    )
+    guard_min_invocations: int = field(default_factory=lambda: int(_env("SLUICE_GUARD_MIN_INVOCATIONS", "50")))
+    guard_consecutive_breaches: int = field(default_factory=lambda: int(_env("SLUICE_GUARD_CONSECUTIVE_BREACHES", "2")))
+    autoscaling_min: int = field(default_factory=lambda: int(_env("SLUICE_AUTOSCALING_MIN", "1")))
+    autoscaling_max: int = field(default_factory=lambda: int(_env("SLUICE_AUTOSCALING_MAX", "4")))
+    autoscaling_target_invocations: float = field(
+        default_factory=lambda: float(_env("SLUICE_AUTOSCALING_TARGET_INVOCATIONS", "500"))
+    )
+    autoscaling_scale_in_cooldown: int = field(
+        default_factory=lambda: int(_env("SLUICE_AUTOSCALING_SCALE_IN_COOLDOWN", "300"))
+    )
+    autoscaling_scale_out_cooldown: int = field(
+        default_factory=lambda: int(_env("SLUICE_AUTOSCALING_SCALE_OUT_COOLDOWN", "60"))
+    )
+    # An answer whose confidence is below this counts as low-confidence (catalog entries' `confidence`).
+    confidence_threshold: float = field(default_factory=lambda: float(_env("SLUICE_CONFIDENCE_THRESHOLD", "0.7")))
+
     # ---- the reaper (sluice.jobs.reaper): limits in minutes without a change, per status and kind
     # QUEUED with no execution this long: a submission that crashed before starting its job.
     reaper_queued_limit_minutes: float = field(

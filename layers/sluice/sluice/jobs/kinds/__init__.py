@@ -20,12 +20,14 @@ class JobKind(StrEnum):
     ASYNC = "async"
     BATCH = "batch"
     TRAINING = "training"
+    DEPLOYMENT = "deployment"
 
 
 _HOOK_MODULES: dict[JobKind, str] = {
     JobKind.ASYNC: "sluice.jobs.kinds.async_inference.hooks",
     JobKind.BATCH: "sluice.jobs.kinds.batch_transform.hooks",
     JobKind.TRAINING: "sluice.jobs.kinds.training.hooks",
+    JobKind.DEPLOYMENT: "sluice.jobs.kinds.deployment.hooks",
 }
 
 
