@@ -22,8 +22,14 @@ def record_invocation(
     input_tokens: int | None,
     output_tokens: int | None,
     cost_usd: float | None,
+    predictions: int = 0,
+    low_confidence_predictions: int = 0,
 ) -> None:
-    """One successful inference: flushed with the request's metric set when the handler returns."""
+    """One successful inference: flushed with the request's metric set when the handler returns.
+
+    `predictions` / `low_confidence_predictions`: the answer's predictions whose confidence was read, and
+    those below the threshold (sluice.inference.confidence). Same dimensions as Invocations, so the
+    deployment guard reads them per variant; nothing is added when no confidence was read."""
     metrics.add_dimension("model", model)
     metrics.add_dimension("provider", provider)
     metrics.add_dimension("variant", variant or "-")
@@ -37,6 +43,9 @@ def record_invocation(
         metrics.add_metric("OutputTokens", MetricUnit.Count, output_tokens)
     if cost_usd is not None:
         metrics.add_metric("EstimatedCostUSD", MetricUnit.NoUnit, cost_usd)
+    if predictions:
+        metrics.add_metric("Predictions", MetricUnit.Count, predictions)
+        metrics.add_metric("LowConfidencePredictions", MetricUnit.Count, low_confidence_predictions)
 
 
 def record_error(*, code: str, status: int, model: str | None, provider: str | None) -> None:

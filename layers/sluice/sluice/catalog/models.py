@@ -10,7 +10,9 @@ import re
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from sluice.inference.confidence import Steps, compile_path
 
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 Task = Literal["chat", "embedding", "predict"]
@@ -90,6 +92,34 @@ class Pricing(_Strict):
     instance_hourly_usd: float = Field(default=0.0, ge=0)
 
 
+class ConfidenceSpec(_Strict):
+    """Where each prediction's confidence lives in the model's JSON answer (README "The model catalog").
+
+    `max_probability`: the highest value of each probabilities map or list the path reaches; `score`: each
+    number the path reaches. Answers whose confidence cannot be read are not counted."""
+
+    kind: Literal["max_probability", "score"]
+    path: str = Field(min_length=1, max_length=256, examples=["predictions[*].probabilities"])
+    # Compiled once here, at catalog load, so an answer is read without parsing the path again.
+    _steps: Steps = PrivateAttr(default=())
+
+    @field_validator("path")
+    @classmethod
+    def _path_compiles(cls, path: str) -> str:
+        try:
+            compile_path(path)
+        except ValueError as exc:
+            raise ValueError(f"confidence path {path!r} is invalid: {exc}") from None
+        return path
+
+    def model_post_init(self, _context: Any) -> None:
+        self._steps = compile_path(self.path)
+
+    @property
+    def steps(self) -> Steps:
+        return self._steps
+
+
 class ModelEntry(_Strict):
     description: str = Field(min_length=1)
     task: Task
@@ -101,6 +131,8 @@ class ModelEntry(_Strict):
     example_request: dict[str, Any] | None = None
     # Shown in /v1/models, e.g. to flag an emulated backend in local mode.
     labels: dict[str, str] = {}
+    # Where the answer says how sure the model is; counted per variant for the deployment guard and alarm.
+    confidence: ConfidenceSpec | None = None
 
     @model_validator(mode="after")
     def _task_fits_backend(self) -> ModelEntry:
@@ -108,6 +140,8 @@ class ModelEntry(_Strict):
             raise ValueError("backend.embedding_format is required for an embedding model on Bedrock")
         if self.task == "embedding" and isinstance(self.backend, SageMakerBackend):
             raise ValueError("embedding models are served from Bedrock; use task 'predict' for a SageMaker endpoint")
+        if self.confidence is not None and self.task != "predict":
+            raise ValueError("confidence applies to 'predict' models only (chat and embedding answers carry none)")
         return self
 
     def allows(self, caller: str) -> bool:

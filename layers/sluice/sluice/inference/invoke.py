@@ -11,6 +11,7 @@ from sluice.catalog.models import BedrockBackend, ModelEntry
 from sluice.errors import InvalidRequest
 from sluice.inference import limits
 from sluice.inference.accounting import account
+from sluice.inference.confidence import count_answer
 from sluice.inference.converse import ConverseRequest
 from sluice.providers import bedrock, sagemaker
 from sluice.providers.result import BackendResult
@@ -64,11 +65,13 @@ def invoke(
         if entry.limits.max_input_tokens or entry.limits.max_output_tokens:
             _check_native_tokens(name, entry, body)
         result = sagemaker.invoke_endpoint(backend, body, chosen, limits.timeout_seconds(entry), target_variant)
-    accounted = account(ctx, name, entry, result)
     if isinstance(result.body, dict):
         output, encoding = {k: v for k, v in result.body.items() if k != "ResponseMetadata"}, "json"
     else:
         output, encoding = decode_output(result.body, result.content_type)
+    # The answer is parsed once, above; its confidence is read from that (only JSON answers carry one).
+    counted = count_answer(entry.confidence, output) if encoding == "json" else None
+    accounted = account(ctx, name, entry, result, counted)
     return InvokeResponse(
         id=ctx.request_id,
         model=name,
