@@ -80,12 +80,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(model_dir: Path, log: Path, version: str | None = None) -> Server:
+def launch(model_dir: Path, log: Path, version: str | None = None, **extra_env: str) -> Server:
     env = {
         **os.environ,
         "SAGEMAKER_BIND_TO_PORT": str(free_port()),
         "SLUICE_MODEL_BIND": "127.0.0.1",
         "SM_MODEL_DIR": str(model_dir),
+        **extra_env,
     }
     env.pop("SLUICE_MODEL_VERSION", None)
     if version is not None:
@@ -95,9 +96,9 @@ def launch(model_dir: Path, log: Path, version: str | None = None) -> Server:
     return Server(proc, int(env["SAGEMAKER_BIND_TO_PORT"]), model_dir, log)
 
 
-def start(model_dir: Path, log: Path, version: str | None = None) -> Server:
+def start(model_dir: Path, log: Path, version: str | None = None, **extra_env: str) -> Server:
     """Launch a server and wait (bounded) until /ping answers 200."""
-    server = launch(model_dir, log, version)
+    server = launch(model_dir, log, version, **extra_env)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
@@ -319,3 +320,45 @@ def test_unknown_version_is_refused_at_startup(tmp_path):
     assert exit_code(server) == 2
     assert "SLUICE_MODEL_VERSION='v9'" in server.log.read_text()
     assert not (tmp_path / "model").exists()
+
+
+# --- the degraded mode: a version that must be rolled back ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def degraded(tmp_path_factory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("iris-degraded")
+    server = start(base / "model", base / "server.log", version="degraded")
+    yield server
+    assert server.stop() == 0, server.log.read_text()
+
+
+def test_degraded_mode_fails_every_third_request_and_answers_the_rest_unsure(degraded, v2):
+    answers = [degraded.invoke(rows(SETOSA, VIRGINICA)) for _ in range(9)]
+
+    assert [status for status, _, _ in answers] == [200, 200, 500] * 3
+    assert answers[2][2] == {"error": "degraded model: internal error while predicting (simulated)"}
+    sure = v2.invoke(rows(SETOSA, VIRGINICA))[2]["predictions"]
+    for status, _, body in answers:
+        if status != 200:
+            continue
+        assert body["model_version"] == "degraded"
+        # The label is the real model's; no probability reaches the 0.7 confidence threshold.
+        assert [p["label"] for p in body["predictions"]] == [p["label"] for p in sure]
+        for prediction in body["predictions"]:
+            assert_distribution(prediction)
+            assert max(prediction["probabilities"].values()) < 0.7
+    # Refused input is the caller's error, not one of the degraded failures, and does not count.
+    assert degraded.invoke(rows([1.0]))[0] == 400
+
+
+def test_degraded_flag_degrades_any_version(tmp_path):
+    server = start(tmp_path / "model", tmp_path / "server.log", version="v1", SLUICE_MODEL_DEGRADED="1")
+    try:
+        statuses = [server.invoke(rows(SETOSA))[0] for _ in range(3)]
+        _, _, body = server.invoke(rows(SETOSA))
+    finally:
+        assert server.stop() == 0
+    assert statuses == [200, 200, 500]
+    assert max(body["predictions"][0]["probabilities"].values()) < 0.7
+    assert "(degraded)" in server.log.read_text()

@@ -66,6 +66,7 @@ Sluice is running locally (nothing here calls AWS; all traffic stays on loopback
   Embedded AWS {started.aws_url}          (moto, Step Functions interpreter on)
                aws --endpoint-url {started.aws_url} s3 ls      buckets: {", ".join(started.buckets) or "-"}
   SageMaker    {started.sagemaker_url}  endpoint {ENDPOINT}: {weights} (real scikit-learn model processes)
+               Models {ENDPOINT}-v1, {ENDPOINT}-v2, {ENDPOINT}-degraded (the one a deployment must roll back)
   Bedrock      {started.bedrock_url}  EMULATED: local stand-in, answers are not from a foundation model
 
   Not created by the emulator (served or skipped by local mode instead):

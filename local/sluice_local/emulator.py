@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from moto.stepfunctions import models as stepfunctions_models
 from moto.stepfunctions.parser.models import stepfunctions_parser_backends
 
-from sluice_local import metric_queries, moto_events, streams
+from sluice_local import endpoints, metric_queries, moto_events, streams
 
 
 @dataclass
@@ -69,6 +69,8 @@ def start_moto(host: str, port: int) -> MotoServer:
         moto._undo.append(streams.install(PATCHED_MOTO))
         # GetMetricData keeps to the query's namespace and computes percentiles (the deployment guards').
         moto._undo.append(metric_queries.install(PATCHED_MOTO))
+        # UpdateEndpoint and weight updates as on AWS: Updating for a moment, then InService (the deployments').
+        moto._undo.append(endpoints.install(PATCHED_MOTO))
     except BaseException:
         moto.stop()
         raise

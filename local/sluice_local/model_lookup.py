@@ -4,7 +4,7 @@ A model's container (PrimaryContainer, else Containers[0]; a ModelPackageName in
 first inference container) is served by:
 
 - the sample model process of its `SLUICE_MODEL_VERSION` environment variable (v1, v2: the platform's
-  sample endpoint); else
+  sample endpoint; `degraded`: the model that must be rolled back); else
 - a process on its ModelDataUrl (a trained model.tar.gz, artifacts.TrainedModels) when its image is one local
   mode can play (INFERENCE_IMAGES); else nothing: the model is not served locally.
 
@@ -55,12 +55,20 @@ class ModelLookup:
         return url
 
     def variants(self, endpoint_name: str) -> list[Variant] | None:
-        """The endpoint's variants with the URLs serving them; None when there is no such endpoint."""
+        """The endpoint's variants with the URLs serving them; None when there is no such endpoint.
+
+        Weighted by the live weights (DescribeEndpoint's CurrentWeight, which weight updates change), else by
+        the config's InitialVariantWeight (an endpoint described without weights)."""
         try:
             endpoint = self.sagemaker.describe_endpoint(EndpointName=endpoint_name)
         except ClientError:
             return None
-        # Read on every call, so updating the endpoint config changes routing at once.
+        live = {
+            v["VariantName"]: v["CurrentWeight"]
+            for v in endpoint.get("ProductionVariants") or []
+            if "CurrentWeight" in v
+        }
+        # Read on every call, so an endpoint update changes routing as soon as it is InService.
         config = self.sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
         served = []
         for variant in config["ProductionVariants"]:
@@ -68,7 +76,8 @@ class ModelLookup:
             if url is None:
                 url = self.versions.get(variant["VariantName"])
             if url is not None:
-                served.append(Variant(variant["VariantName"], float(variant.get("InitialVariantWeight", 1.0)), url))
+                weight = live.get(variant["VariantName"], variant.get("InitialVariantWeight", 1.0))
+                served.append(Variant(variant["VariantName"], float(weight), url))
         return served
 
     def _resolve(self, model_name: str) -> str | None:

@@ -12,6 +12,8 @@ unchanged. `POST /endpoints/{EndpointName}/invocations` is answered as SageMaker
 - a 4xx/5xx answer from the model becomes ModelError (HTTP 424) with OriginalStatusCode, OriginalMessage
   (the model's body), LogStreamArn and Message; a model slower than `model_timeout` a ModelError too;
 - a model process that cannot be reached is ServiceUnavailable (HTTP 503);
+- with `metrics` (runtime_metrics.RuntimeMetrics), every invocation routed to a variant is counted in SageMaker's
+  per-variant metrics (Invocations, Invocation4XX/5XXErrors, ModelLatency, OverheadLatency);
 - an endpoint configured for asynchronous inference is a ValidationError here (use InvokeEndpointAsync); whether
   it is async is remembered for ASYNC_CHECK_TTL_SECONDS.
 
@@ -67,6 +69,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sluice_local._http import LOOPBACK, ApiError, AwsHandler, LoopbackService
+from sluice_local.runtime_metrics import RuntimeMetrics
 
 # SageMaker real-time endpoints take and return at most 6 MB.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -294,8 +297,10 @@ class LocalSageMakerRuntime(LoopbackService):
         resolve_async: AsyncResolver | None = None,
         aws_url: str | None = None,
         async_workers: int = ASYNC_WORKERS,
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
         super().__init__(host, port)
+        self.metrics = metrics
         self.resolve = resolve
         self.resolve_component = resolve_component
         self.resolve_async = resolve_async
@@ -383,6 +388,34 @@ class LocalSageMakerRuntime(LoopbackService):
             OriginalStatusCode=answer.status,
             OriginalMessage=original,
         )
+
+    def call_model_measured(
+        self, endpoint: str, variant: Variant, body: bytes, headers: dict[str, str], started: float
+    ) -> _ModelAnswer:
+        """call_model, recorded in the variant's metrics (when the runtime has some) as SageMaker counts it."""
+        if self.metrics is None:
+            return self.call_model(endpoint, variant, body, headers)
+        sent = time.perf_counter()
+        status, model_seconds = 500, None
+        try:
+            answer = self.call_model(endpoint, variant, body, headers)
+            status, model_seconds = answer.status, time.perf_counter() - sent
+            return answer
+        except ApiError as error:
+            original = error.fields.get("OriginalStatusCode")
+            if original is not None:
+                status, model_seconds = int(original), time.perf_counter() - sent
+            raise
+        finally:
+            ended = time.perf_counter()
+            overhead = (ended - started) - (model_seconds or 0.0)
+            self.metrics.record(
+                endpoint,
+                variant.name,
+                status,
+                None if model_seconds is None else model_seconds * 1e6,
+                max(0.0, overhead) * 1e6,
+            )
 
     def refuse_async_endpoint(self, endpoint: str) -> None:
         """InvokeEndpoint on an endpoint configured for asynchronous inference is refused, as on AWS."""
@@ -648,6 +681,7 @@ class _Handler(AwsHandler):
     internal_error_code = "InternalFailure"
 
     def handle_post(self) -> None:
+        started = time.perf_counter()
         app: LocalSageMakerRuntime = self.server.app
         body = self.read_body()
         path = urllib.parse.urlsplit(self.path).path
@@ -674,7 +708,7 @@ class _Handler(AwsHandler):
             self.headers.get("X-Amzn-SageMaker-Inference-Component"),
         )
         forwarded = {name: value for name in _FORWARDED if (value := self.headers.get(name)) is not None}
-        answer = app.call_model(endpoint, variant, body, forwarded)
+        answer = app.call_model_measured(endpoint, variant, body, forwarded, started)
         headers = {"x-Amzn-Invoked-Production-Variant": variant.name}
         if answer.custom_attributes is not None:
             headers["X-Amzn-SageMaker-Custom-Attributes"] = answer.custom_attributes

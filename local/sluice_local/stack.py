@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,10 @@ ENDPOINT = "sluice-iris"
 ASYNC_ENDPOINT = "sluice-iris-async"
 # Two model versions behind one endpoint, as two production variants with these traffic weights.
 VARIANTS = (("v1", 0.8), ("v2", 0.2))
+# The model processes local mode runs: the two versions, and `degraded` (models/iris/serve.py's degraded mode:
+# about a third of answers 500, the rest below 0.7 confidence), the Model sluice-iris-degraded a deployment
+# must roll back.
+MODEL_VERSIONS = ("v1", "v2", "degraded")
 LOCAL_CATALOG = ROOT / "local" / "catalog.json"
 # The training images local mode plays, as the commands that stand for them (local/catalog.json's trainers).
 TRAINING_IMAGES = {"sluice/iris-trainer:local": [sys.executable, str(ROOT / "models" / "iris" / "trainer.py")]}
@@ -63,13 +68,16 @@ class LocalStack:
 
     # ------------------------------------------------------------------ up
     def start(self) -> Started:
+        from sluice_local import emf
         from sluice_local.artifacts import TrainedModels
         from sluice_local.bedrock import LocalBedrock
         from sluice_local.deploy import connect_event_sources, deploy_template
         from sluice_local.emulator import start_moto
         from sluice_local.lambdas import LambdaRunner, function_environment, install_moto_lambda_router
+        from sluice_local.metric_sink import MetricSink
         from sluice_local.model_lookup import ModelLookup
         from sluice_local.models import start_model
+        from sluice_local.runtime_metrics import attach as attach_runtime_metrics
         from sluice_local.sagemaker_runtime import AsyncConfig, LocalSageMakerRuntime
         from sluice_local.scheduler import LocalScheduler
         from sluice_local.schedules import read_schedules, stack_values
@@ -85,12 +93,25 @@ class LocalStack:
         moto = start_moto(config.host, config.aws_port)
         self._stoppers.append(moto.stop)
         os.environ["AWS_ENDPOINT_URL"] = moto.url
+        # Metrics reach the embedded CloudWatch in the background, once a second (and at stop, after the
+        # runtime and the API that record them have stopped).
+        sink = MetricSink(boto3.client("cloudwatch")).start()
+        self._stoppers.append(sink.stop)
+        # The functions' EMF lines (Powertools prints them) become metrics, as CloudWatch Logs extracts them.
+        self._stoppers.append(emf.install(sink))
 
         models = {}
-        for version, _ in VARIANTS:
-            running = start_model(version, config.state_dir / "models" / version, host=config.host)
-            self._stoppers.append(running.stop)
-            models[version] = running
+        # In parallel: each process takes about a second to import scikit-learn and load its model.
+        with ThreadPoolExecutor(len(MODEL_VERSIONS)) as pool:
+            starts = {
+                version: pool.submit(start_model, version, config.state_dir / "models" / version, host=config.host)
+                for version in MODEL_VERSIONS
+            }
+            for future in starts.values():
+                with contextlib.suppress(Exception):
+                    self._stoppers.append(future.result().stop)
+            for version, future in starts.items():
+                models[version] = future.result()  # the first failure, now that every started one will be stopped
         sagemaker = boto3.client("sagemaker")
         # Trained models (a ModelDataUrl) get a model process of their own, started at first use.
         trained = TrainedModels(moto.url, config.region, config.state_dir / "trained-models", host=config.host)
@@ -119,7 +140,12 @@ class LocalStack:
             return AsyncConfig.from_api(endpoint_config.get("AsyncInferenceConfig"))
 
         runtime = LocalSageMakerRuntime(
-            lookup.variants, resolve_async=resolve_async, aws_url=moto.url, region=config.region
+            lookup.variants,
+            resolve_async=resolve_async,
+            aws_url=moto.url,
+            region=config.region,
+            # SageMaker's per-variant endpoint metrics (AWS/SageMaker), from every invocation.
+            metrics=attach_runtime_metrics(sink),
         )
         sagemaker_url = runtime.start(config.host, config.sagemaker_port)
         self._stoppers.append(runtime.stop)
@@ -263,7 +289,8 @@ def _use_local_credentials(region: str) -> None:
 
 def _register_endpoint(sagemaker: Any) -> None:
     role = "arn:aws:iam::123456789012:role/sluice-local-sagemaker"
-    for version, _ in VARIANTS:
+    # sluice-iris-v1, sluice-iris-v2 (the endpoint's variants) and sluice-iris-degraded (a deployment's canary).
+    for version in MODEL_VERSIONS:
         sagemaker.create_model(
             ModelName=f"{ENDPOINT}-{version}",
             ExecutionRoleArn=role,

@@ -5,7 +5,11 @@
 
 Run `python models/iris/serve.py [serve] [--model-dir DIR]`; SageMaker starts containers as `docker run
 IMAGE serve`, hence the optional `serve`. Settings: SAGEMAKER_BIND_TO_PORT (8080), SLUICE_MODEL_BIND
-(0.0.0.0), SM_MODEL_DIR (/opt/ml/model), SLUICE_MODEL_VERSION (v1 or v2; default: the stored artifact's).
+(0.0.0.0), SM_MODEL_DIR (/opt/ml/model), SLUICE_MODEL_VERSION (v1 or v2; default: the stored artifact's;
+`degraded`: the degraded mode on the v2 model), SLUICE_MODEL_DEGRADED (1: the degraded mode on any version).
+
+The degraded mode is a version that must be rolled back: every third /invocations answers 500, and the others
+answer predictions blended toward uniform (DEGRADED_BLEND), so no class gets 0.7 or more.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ N_FEATURES = 4
 FEATURE_HINT = "sepal_length, sepal_width, petal_length, petal_width"
 # In-flight requests get this long to finish after SIGTERM (SageMaker waits 30 s before killing).
 DRAIN_SECONDS = 10.0
+
+# The degraded mode: its version name, the version it degrades, which requests fail, how far answers are blended.
+DEGRADED_VERSION = "degraded"
+DEGRADED_BASE_VERSION = "v2"
+DEGRADED_FAIL_EVERY = 3
+# p' = (1 - blend) * p + blend / n_classes: with 3 classes the highest is at most 0.4 + 0.2 = 0.6 (< 0.7).
+DEGRADED_BLEND = 0.6
 
 log = logging.getLogger("iris.serve")
 
@@ -114,6 +125,20 @@ def predict(artifact: dict[str, Any], rows: list[list[float]]) -> dict[str, Any]
     return {"predictions": predictions, "model_version": artifact["version"]}
 
 
+def degrade(answer: dict[str, Any]) -> dict[str, Any]:
+    """Blend each prediction's probabilities toward uniform: the label stays, the confidence drops below 0.7."""
+    for prediction in answer["predictions"]:
+        probabilities = prediction["probabilities"]
+        uniform = DEGRADED_BLEND / len(probabilities)
+        prediction["probabilities"] = {name: (1 - DEGRADED_BLEND) * p + uniform for name, p in probabilities.items()}
+    answer["model_version"] = DEGRADED_VERSION
+    return answer
+
+
+class DegradedFailure(Exception):
+    """The degraded mode's failing request: answered 500, which SageMaker relays as a ModelError."""
+
+
 def _media_type(header: str | None) -> str:
     return (header or "").split(";", 1)[0].strip().lower()
 
@@ -131,6 +156,9 @@ class ModelServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.artifact: dict[str, Any] | None = None
         self.load_failed = False
+        self.degraded = False
+        self._invocations = 0
+        self._count_lock = threading.Lock()
         self._inflight = 0
         self._idle = threading.Condition()
 
@@ -142,6 +170,12 @@ class ModelServer(ThreadingHTTPServer):
         with self._idle:
             self._inflight -= 1
             self._idle.notify_all()
+
+    def next_invocation(self) -> int:
+        """1 for the first /invocations answered, then 2, 3...: the degraded mode fails every third."""
+        with self._count_lock:
+            self._invocations += 1
+            return self._invocations
 
     def drain(self, timeout: float) -> bool:
         with self._idle:
@@ -174,6 +208,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.OK, self._invoke())
         except ClientError as exc:
             self._send_json(exc.status, {"error": str(exc)})
+        except DegradedFailure as exc:
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": str(exc)})
         except Exception:
             log.exception("prediction failed")
             self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error while predicting"})
@@ -198,7 +234,12 @@ class Handler(BaseHTTPRequestHandler):
             )
         if not body.strip():
             raise _bad("empty request body")
-        return predict(artifact, parser(body))
+        rows = parser(body)
+        if not self.server.degraded:
+            return predict(artifact, rows)
+        if self.server.next_invocation() % DEGRADED_FAIL_EVERY == 0:
+            raise DegradedFailure("degraded model: internal error while predicting (simulated)")
+        return degrade(predict(artifact, rows))
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -254,14 +295,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("SM_MODEL_DIR") or "/opt/ml/model"))
     args = parser.parse_args(argv)
     version = os.environ.get("SLUICE_MODEL_VERSION") or None
+    degraded = os.environ.get("SLUICE_MODEL_DEGRADED", "").lower() in ("1", "true", "yes")
+    if version == DEGRADED_VERSION:
+        version, degraded = DEGRADED_BASE_VERSION, True
     if version is not None and version not in train.VERSIONS:
-        parser.error(f"SLUICE_MODEL_VERSION={version!r}; known: {', '.join(train.VERSIONS)}")
+        known = ", ".join((*train.VERSIONS, DEGRADED_VERSION))
+        parser.error(f"SLUICE_MODEL_VERSION={version!r}; known: {known}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
 
     host = os.environ.get("SLUICE_MODEL_BIND") or "0.0.0.0"  # noqa: S104 - a container must listen on all interfaces
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT") or 8080)
     server = ModelServer((host, port))
-    log.info("listening on %s:%d, model dir %s", host, port, args.model_dir)
+    server.degraded = degraded
+    log.info("listening on %s:%d, model dir %s%s", host, port, args.model_dir, " (degraded)" if degraded else "")
 
     def stop(signum: int, _frame: object) -> None:
         log.info("%s received, shutting down", signal.Signals(signum).name)
