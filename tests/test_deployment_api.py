@@ -17,7 +17,7 @@ from sluice.jobs.kinds.deployment import hooks
 from sluice.jobs.kinds.deployment.lock import EndpointLocks
 from sluice.jobs.kinds.deployment.models import DeploymentExecutionInput
 from sluice.jobs.models import Job, JobKind, JobStatus
-from sluice.settings import get_settings
+from sluice.settings import Settings, get_settings
 from tests.api_support import assert_error, body_of, call, event, header, set_header
 from tests.conftest import shared_client
 from tests.jobs_support import ACCOUNT, PASS_DEFINITION, as_caller, as_consumer, create_jobs_stack, set_setting
@@ -637,8 +637,11 @@ def test_a_deployment_whose_workflow_died_mid_change_says_so_and_leaves_the_endp
 
 def test_a_running_deployment_is_looked_at_after_its_longest_bake_and_the_endpoint_updates(monkeypatch):
     set_setting(monkeypatch, "SLUICE_DEPLOYMENT_BAKE_SECONDS", "600")
-
-    assert hooks.stale_after(JobStatus.RUNNING) == 600 * 3 + 3600
+    try:
+        assert hooks.stale_after(JobStatus.RUNNING) == 600 * 3 + 3600
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
     assert hooks.stale_after(JobStatus.QUEUED) == get_settings().reaper_queued_limit_minutes * 60
     assert hooks.HOOKS.stops_execution is False
     assert hooks.HOOKS.outputs(Job(job_id="j", caller="c", kind=JobKind.DEPLOYMENT, model="m", input_location="")) == {}
@@ -654,3 +657,52 @@ def test_the_openapi_document_lists_the_deployment_routes(lambda_context):
     assert "202" in paths["/v1/deployments"]["post"]["responses"]
     schemas = spec["components"]["schemas"]
     assert {"DeploymentRequest", "GuardSpec", "AutoscalingSpec", "RollbackRequest"} <= set(schemas)
+
+
+# ---------------------------------------------------------------------- template
+SETTING_PARAMETERS = {
+    "SLUICE_DEPLOYMENT_LINEAR_STEP_PERCENT": "DeploymentLinearStepPercent",
+    "SLUICE_DEPLOYMENT_AB_SPLIT_PERCENT": "DeploymentAbSplitPercent",
+    "SLUICE_DEPLOYMENT_BAKE_SECONDS": "DeploymentBakeSeconds",
+    "SLUICE_GUARD_ERROR_RATE_PERCENT": "GuardErrorRatePercent",
+    "SLUICE_GUARD_P99_LATENCY_MS": "GuardP99LatencyMs",
+    "SLUICE_GUARD_LOW_CONFIDENCE_PERCENT": "GuardLowConfidencePercent",
+    "SLUICE_GUARD_MIN_INVOCATIONS": "GuardMinInvocations",
+    "SLUICE_GUARD_CONSECUTIVE_BREACHES": "GuardConsecutiveBreaches",
+    "SLUICE_AUTOSCALING_MIN": "AutoscalingMin",
+    "SLUICE_AUTOSCALING_MAX": "AutoscalingMax",
+    "SLUICE_AUTOSCALING_TARGET_INVOCATIONS": "AutoscalingTargetInvocations",
+    "SLUICE_AUTOSCALING_SCALE_IN_COOLDOWN": "AutoscalingScaleInCooldown",
+    "SLUICE_AUTOSCALING_SCALE_OUT_COOLDOWN": "AutoscalingScaleOutCooldown",
+}
+
+
+def test_the_api_reads_every_deployment_default_from_a_stack_parameter_with_the_domains_default(template, resources):
+    variables = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    settings = Settings()  # the code's own defaults
+
+    for variable, parameter in SETTING_PARAMETERS.items():
+        assert variables[variable] == {"Ref": parameter}, variable
+        attribute = variable.removeprefix("SLUICE_").lower()
+        assert float(template["Parameters"][parameter]["Default"]) == float(getattr(settings, attribute)), parameter
+    assert variables["SLUICE_DEPLOYMENT_CANARY_STEPS"] == {"Fn::Join": [",", {"Ref": "DeploymentCanarySteps"}]}
+    assert template["Parameters"]["DeploymentCanarySteps"]["Default"] == "5,25,100"
+    assert variables["SLUICE_DEPLOYMENT_LOCKS_TABLE"] == {"Ref": "DeploymentLocksTable"}
+    assert variables["SLUICE_DEPLOYMENT_MODEL_ROLE_ARN"] == {"Fn::GetAtt": ["SageMakerModelRole", "Arn"]}
+
+
+def test_the_locks_table_is_keyed_by_endpoint_encrypted_and_recoverable(resources):
+    table = resources["DeploymentLocksTable"]["Properties"]
+
+    assert table["KeySchema"] == [{"AttributeName": "endpoint_name", "KeyType": "HASH"}]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["SSESpecification"]["KMSMasterKeyId"] == {"Ref": "SluiceKey"}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_the_api_passes_only_the_model_role_and_only_to_sagemaker(resources):
+    statements = resources["ApiFunction"]["Properties"]["Policies"][0]["Statement"]
+    (passing,) = [s for s in statements if isinstance(s, dict) and s.get("Action") == "iam:PassRole"]
+
+    assert passing["Resource"] == {"Fn::GetAtt": ["SageMakerModelRole", "Arn"]}
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
