@@ -380,6 +380,13 @@ def test_an_unknown_registry_version_is_404(deployments, lambda_context):
             "body.autoscaling",
             "min (5) is above max (2)",
         ),
+        (
+            {"linear_step_percent": 0.001, "strategy": "linear", "steps": None},
+            422,
+            "validation_failed",
+            "body.linear_step_percent",
+            "at least 10 percent",
+        ),
         ({"autoscaling": {"min": 5}}, 422, "validation_failed", "body.autoscaling", "min (5) is above max (4)"),
         ({"bake_seconds": 0}, 422, "validation_failed", "body.bake_seconds", "greater than or equal to 1"),
         ({"guards": {"min_invocations": 0}}, 422, "validation_failed", "body.guards.min_invocations", "greater"),

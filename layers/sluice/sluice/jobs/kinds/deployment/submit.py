@@ -46,6 +46,7 @@ from sluice.telemetry import logger
 
 ROUTE = "POST /v1/deployments"
 APPROVED = "Approved"
+MIN_LINEAR_STEP_PERCENT = 10
 # SageMaker's longest Model and variant name.
 _MAX_NAME = 63
 
@@ -215,6 +216,10 @@ def request_problems(request: DeploymentRequest, settings: Settings) -> tuple[li
     for field, strategy in (("steps", "canary"), ("linear_step_percent", "linear"), ("split_percent", "ab")):
         if getattr(request, field) is not None and request.strategy != strategy:
             refuse(field, f"applies to strategy '{strategy}' only (this request's strategy is '{request.strategy}')")
+    if request.linear_step_percent is not None and request.linear_step_percent < MIN_LINEAR_STEP_PERCENT:
+        # SageMaker's own linear steps are 10-50%; smaller ones would make a plan of hundreds of steps.
+        refuse("linear_step_percent", f"at least {MIN_LINEAR_STEP_PERCENT} percent (at most 10 steps)")
+        return problems, []
     weights = step_weights(request, settings)
     if request.strategy == "canary":
         message = canary_problem(weights)
