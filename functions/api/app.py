@@ -1,5 +1,5 @@
 """The Sluice REST API: native invoke, OpenAI-compatible chat, embeddings and models, jobs, the
-operations routes (approvals, training, the model registry), health, docs.
+operations routes (approvals, training, the model registry, deployments), health, docs.
 
 Bodies are parsed by the domain's pydantic models (422 naming each field) rather than by the
 resolver's OpenAPI validation, whose import alone costs ~100 ms of every cold start; the OpenAPI
@@ -36,6 +36,8 @@ from sluice.jobs.kinds.async_inference.submit import (
 )
 from sluice.jobs.kinds.batch_transform.models import BatchJobRequest
 from sluice.jobs.kinds.batch_transform.submit import submit_batch
+from sluice.jobs.kinds.deployment.models import DeploymentRequest
+from sluice.jobs.kinds.deployment.rollback import RollbackRequest
 from sluice.jobs.kinds.training.models import TrainingJobRequest
 from sluice.jobs.models import Job
 from sluice.jobs.queries import cancel_job, get_job, list_jobs
@@ -276,6 +278,42 @@ def post_training_job() -> Response:
     idempotency_key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
     job, replayed = submit_training(ctx, request, idempotency_key=idempotency_key, lambda_context=app.lambda_context)
     return accepted(job, replayed)
+
+
+@route(
+    "POST",
+    "/v1/deployments",
+    "Operators: deploy a model version onto a SageMaker endpoint in guarded steps (canary, linear, blue_green, ab)",
+    request=DeploymentRequest,
+    response=JobView,
+    headers=((IDEMPOTENCY_HEADER, "Retrying with the same key returns the same job"),),
+    status=202,
+)
+def post_deployment() -> Response:
+    from sluice.auth.roles import require_operator
+    from sluice.jobs.kinds.deployment.submit import ROUTE, submit_deployment
+
+    ctx = request_context()
+    # Before the body is read: a consumer learns nothing about what a valid deployment request is.
+    require_operator(ctx, ROUTE)
+    request = parse_json_body(DeploymentRequest, raw_body())
+    idempotency_key = app.current_event.headers.get(IDEMPOTENCY_HEADER)
+    job, replayed = submit_deployment(ctx, request, idempotency_key=idempotency_key, lambda_context=app.lambda_context)
+    return accepted(job, replayed)
+
+
+@route(
+    "POST",
+    "/v1/deployments/<job_id>/rollback",
+    "Operators: roll one of your deployments back now, with a reason (the workflow rolls back)",
+    request=RollbackRequest,
+    response=JobView,
+    status=202,
+)
+def post_rollback_deployment(job_id: str) -> Response:
+    from sluice.jobs.kinds.deployment.rollback import request_rollback
+
+    return ok(request_rollback(request_context(), job_id, raw_body()), status=202)
 
 
 @route(

@@ -132,6 +132,30 @@ class VersionAlreadyDecided(Conflict):
     code = "version_already_decided"
 
 
+class DeploymentInProgress(Conflict):
+    """Another deployment holds the endpoint (one deployment per endpoint at a time)."""
+
+    code = "deployment_in_progress"
+
+
+class EndpointNotInService(Conflict):
+    """A deployment changes an endpoint only while SageMaker says it is InService."""
+
+    code = "endpoint_not_in_service"
+
+
+class ModelVersionNotApproved(Conflict):
+    """A registry version that is not Approved cannot be deployed."""
+
+    code = "model_version_not_approved"
+
+
+class DeploymentFinished(Conflict):
+    """Rolling back a deployment that already ended."""
+
+    code = "deployment_finished"
+
+
 class PayloadTooLarge(SluiceError):
     status, code, type = 413, "payload_too_large", "invalid_request_error"
 

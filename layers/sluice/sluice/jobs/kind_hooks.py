@@ -62,3 +62,7 @@ class KindHooks:
     # Seconds a job of this kind may stay in a non-final status without a change before the reaper looks
     # at it; None: never in that status. A kind adds its RUNNING limit (and any status of its own).
     stale_after: Callable[[JobStatus], float | None] = field(default=shared_stale_after)
+    # Whether a cancel stops the job's Step Functions execution. False: the workflow must undo its own work
+    # (a deployment rolls the endpoint back, then waits for InService) and sees the job CANCELLED at its
+    # next check; the cancel hook is called either way.
+    stops_execution: bool = True

@@ -41,8 +41,9 @@ def list_jobs(ctx: RequestContext, query: JobListQuery) -> JobList:
 
 def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
     """Any non-final status -> CANCELLED first (so nothing can finish the job afterwards), then the work
-    is stopped: the Step Functions execution, whatever else the kind started (its cancel hook), and a
-    pending approval is withdrawn (no operator is asked about a job that no longer runs)."""
+    is stopped: the Step Functions execution (unless the kind's workflow must finish the cancel itself:
+    KindHooks.stops_execution, a deployment's rollback), whatever else the kind started (its cancel
+    hook), and a pending approval is withdrawn (no operator is asked about a job that no longer runs)."""
     job = _own_job(ctx, job_id)
     store = services.store()
     cancelled = None
@@ -58,8 +59,11 @@ def cancel_job(ctx: RequestContext, job_id: str) -> JobView:
             param="job_id",
             details={"status": final.status.value},
         )
-    stopped = {"execution": _stop_execution(cancelled, ctx.caller.identity)}
-    stopped.update(hooks(cancelled.kind).cancel(cancelled))
+    kind = hooks(cancelled.kind)
+    # A kept execution sees the job CANCELLED at its next check and winds its work down itself.
+    execution = stop_execution(cancelled, ctx.caller.identity) if kind.stops_execution else "kept"
+    stopped = {"execution": execution}
+    stopped.update(kind.cancel(cancelled))
     if cancelled.details.get("approval_id"):
         stopped["approval"] = _withdraw_approval(cancelled, ctx.caller.identity)
     # The audit trail of a control action: who stopped what.
@@ -82,7 +86,9 @@ def _own_job(ctx: RequestContext, job_id: str) -> Job:
     return job
 
 
-def _stop_execution(job: Job, caller: str) -> str:
+def stop_execution(job: Job, caller: str) -> str:
+    """StopExecution of the job's workflow: 'stopped', 'none' (no Step Functions execution), 'not found'
+    or 'failed: <code>'."""
     arn = job.execution_id or ""
     if not is_execution_arn(arn):
         # A SageMaker async request cannot be withdrawn: its late result is ignored (the job is final).
