@@ -588,3 +588,25 @@ def test_history_has_no_unexpected_task_failures_on_the_happy_path(stack):
     execution = run(world, execution_input)
     failures = [e for e in history(stack, execution["executionArn"]) if "taskFailedEventDetails" in e]
     assert failures == []
+
+
+def test_a_scaled_old_variant_is_detached_before_the_promotion_removes_it(stack):
+    world = World(stack)
+    world.script(world.reading(GOOD))
+    scaling = stack.client("application-autoscaling")
+    old = f"endpoint/{world.endpoint}/variant/v1"
+    # Attached by an earlier deployment; SageMaker (the scripted UpdateEndpoint) refuses to remove it while scaled.
+    scaling.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=old,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=1,
+        MaxCapacity=4,
+    )
+    execution_input = submit(world, weights=[100])
+    run(world, execution_input)
+
+    job = job_of(world, execution_input)
+    assert job.status == JobStatus.SUCCEEDED
+    targets = [t["ResourceId"] for t in world.scalable_targets() if world.endpoint in t["ResourceId"]]
+    assert targets == [f"endpoint/{world.endpoint}/variant/v2"]
