@@ -151,7 +151,8 @@ def test_the_reaper_may_query_the_index_but_never_scan_the_table(resources):
     # Only the two job workflows' executions, only transform jobs named after a job.
     executions = "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:${AWS::StackName}-"
     assert actions["states:DescribeExecution"] == [
-        {"Fn::Sub": f"{executions}{name}:*"} for name in ("async-inference", "batch-transform", "training")
+        {"Fn::Sub": f"{executions}{name}:*"}
+        for name in ("async-inference", "batch-transform", "training", "deployment")
     ]
     assert str(actions["sagemaker:StopTransformJob"]).endswith(":transform-job/job-*'}")
     assert actions["s3:GetObject"] == {"Fn::Sub": "${DataBucket.Arn}/async-endpoint-output/*"}

@@ -159,6 +159,7 @@ def test_every_state_machine_is_bounded_by_a_timeout_parameter(resources):
         ("AsyncInferenceStateMachine", "AsyncWorkflowTimeoutSeconds"),
         ("BatchTransformStateMachine", "BatchWorkflowTimeoutSeconds"),
         ("TrainingStateMachine", "TrainingWorkflowTimeoutSeconds"),
+        ("DeploymentStateMachine", "DeploymentWorkflowTimeoutSeconds"),
     ):
         properties = resources[logical_id]["Properties"]
         definition = (ROOT / properties["DefinitionUri"]).read_text()
