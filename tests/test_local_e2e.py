@@ -535,3 +535,119 @@ def test_the_registered_version_serves_predictions_on_the_local_runtime(local):
     )
     predictions = json.loads(answer["Body"].read())["predictions"]
     assert [prediction["label"] for prediction in predictions] == ["setosa", "virginica"]
+
+
+# ---------------------------------------------------------------------- deployments, under real traffic
+class Traffic:
+    """A client calling /v1/models/iris/invoke about 20 times a second, as production clients would."""
+
+    def __init__(self, local) -> None:
+        import threading
+
+        self.local = local
+        self.answers: list[tuple[float, int, str | None, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            status, _, body = predict(self.local, [SETOSA])
+            variant = body.get("variant") if status == 200 else None
+            version = body["output"].get("model_version") if status == 200 else None
+            self.answers.append((time.monotonic(), status, variant, version))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def since(self, moment: float) -> list[tuple[float, int, str | None, str | None]]:
+        return [answer for answer in self.answers if answer[0] >= moment]
+
+
+def _deploy(local, body: dict) -> tuple[dict, float]:
+    status, _, job = local.request("POST", "/v1/deployments", body, key=OPERATOR_KEY)
+    assert status == 202, job
+    assert job["kind"] == "deployment"
+
+    def finished():
+        _, _, current = local.request("GET", f"/v1/jobs/{job['id']}", key=OPERATOR_KEY)
+        return current if current["status"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
+
+    return _wait_for(finished, timeout=240), time.monotonic()
+
+
+DEPLOYMENT_GUARDS = {"min_invocations": 10, "consecutive_breaches": 2}
+
+
+def test_a_degraded_version_is_rolled_back_by_its_guards_and_then_serves_nothing(local):
+    bake = 8
+    with Traffic(local) as traffic:
+        time.sleep(2)
+        started = time.monotonic()
+        done, ended = _deploy(
+            local,
+            {
+                "model": "iris",
+                "model_name": "sluice-iris-degraded",
+                "variant_name": "degraded",
+                "strategy": "canary",
+                "steps": [25, 50, 100],
+                "bake_seconds": bake,
+                "guards": DEPLOYMENT_GUARDS,
+            },
+        )
+        time.sleep(3)
+
+    assert done["status"] == "FAILED", done
+    assert done["details"]["outcome"] == "rolled_back"
+    reason = done["details"]["rollback_reason"]
+    assert "error_rate_percent" in reason or "low_confidence_percent" in reason, reason
+    first = done["details"]["steps"][0]
+    assert first["verdict"] == "breached"
+    assert len(done["details"]["steps"]) == 1
+    # Within two bake windows of the first step (plus the endpoint updates' second or two each).
+    assert ended - started < 2 * bake + 20
+    after = traffic.since(ended + 1)
+    assert after
+    assert all(variant != "degraded" for _, _, variant, _ in after)
+    assert all(status == 200 for _, status, _, _ in after)
+
+
+def test_a_good_version_is_promoted_serves_everything_and_gets_autoscaling(local):
+    with Traffic(local) as traffic:
+        time.sleep(2)
+        done, ended = _deploy(
+            local,
+            {
+                "model": "iris",
+                "model_name": "sluice-iris-v2",
+                "variant_name": "v2-promoted",
+                "strategy": "canary",
+                "steps": [25, 100],
+                "bake_seconds": 6,
+                "guards": DEPLOYMENT_GUARDS,
+                "autoscaling": {"min": 1, "max": 4, "scale_in_cooldown": 300, "scale_out_cooldown": 60},
+            },
+        )
+        time.sleep(3)
+
+    assert done["status"] == "SUCCEEDED", done
+    assert done["details"]["outcome"] == "promoted"
+    assert [step["verdict"] for step in done["details"]["steps"]] == ["passed", "passed"]
+    after = traffic.since(ended + 1)
+    assert after
+    assert {(variant, version) for _, _, variant, version in after} == {("v2-promoted", "v2")}
+
+    autoscaling = _aws(local, "application-autoscaling")
+    policies = autoscaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId="endpoint/sluice-iris/variant/v2-promoted"
+    )["ScalingPolicies"]
+    assert len(policies) == 1
+    tracking = policies[0]["TargetTrackingScalingPolicyConfiguration"]
+    assert (tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (300, 60)
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"

@@ -273,6 +273,9 @@ def deploy_parameters(config: LocalConfig) -> dict[str, str]:
         "TrainingPollSeconds": os.environ.get("SLUICE_LOCAL_TRAINING_POLL_SECONDS", "2"),
         "TrainingPollMaxSeconds": os.environ.get("SLUICE_LOCAL_TRAINING_POLL_MAX_SECONDS", "8"),
         "TrainingRetryWaitSeconds": os.environ.get("SLUICE_LOCAL_TRAINING_RETRY_WAIT_SECONDS", "2"),
+        # Deployments read their guards every few seconds and see endpoint updates finish in about one.
+        "DeploymentGuardIntervalSeconds": os.environ.get("SLUICE_LOCAL_DEPLOYMENT_GUARD_INTERVAL_SECONDS", "2"),
+        "DeploymentEndpointPollSeconds": os.environ.get("SLUICE_LOCAL_DEPLOYMENT_ENDPOINT_POLL_SECONDS", "1"),
     }
     # Only those the template declares (SLUICE_LOCAL_TEMPLATE may name another one); overrides win.
     return {**{k: v for k, v in local.items() if k in declared}, **config.parameter_overrides}
