@@ -47,6 +47,8 @@ CATALOG = {
             "task": "predict",
             "backend": {"provider": "sagemaker", "endpoint_name": "sluice-iris"},
             "pricing": {"instance_hourly_usd": 0.1},
+            # The loopback answers {"predictions": [[...]]}: confidence is read on every call, as in production.
+            "confidence": {"kind": "max_probability", "path": "predictions[*]"},
             "allowed_callers": ["*"],
         },
         "chat": {

@@ -15,7 +15,7 @@ from sluice.jobs.models import Callback
 SAGEMAKER_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 MODEL_PACKAGE_ARN_PATTERN = r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:model-package/[a-zA-Z0-9-]{1,63}/[0-9]+$"
 Strategy = Literal["canary", "linear", "blue_green", "ab"]
-Outcome = Literal["promoted", "rolled_back"]
+Outcome = Literal["promoted", "rolled_back", "split"]
 
 
 class GuardSpec(BaseModel):
