@@ -557,7 +557,11 @@ def test_approval_approved_then_deployed(stack, lambda_context):
     arn = start(world, execution_input)
     approval = pending_approval(stack, execution_input.job_id)
     assert approval.kind == "deployment"
-    assert stack.store().get(execution_input.job_id).status == JobStatus.AWAITING_APPROVAL
+    # The request is recorded first, then the job moves to AWAITING_APPROVAL (approvals.requests).
+    deadline = time.monotonic() + 10
+    while stack.store().get(execution_input.job_id).status != JobStatus.AWAITING_APPROVAL:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert decide(lambda_context, "approve", approval.approval_id, "GPU canary")["statusCode"] == 200
 
     assert wait_for_execution(stack, arn, timeout=60)["status"] == "SUCCEEDED"

@@ -636,6 +636,10 @@ def test_approval_path_an_operator_approves_and_the_run_trains(stack, lambda_con
     execution_arn = start(stack, execution_input)
 
     approval = pending_approval(stack, job_id)
+    # The request is recorded first, then the job moves to AWAITING_APPROVAL (approvals.requests).
+    deadline = time.monotonic() + 10
+    while stack.store().get(job_id).status != JobStatus.AWAITING_APPROVAL and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert stack.store().get(job_id).status == JobStatus.AWAITING_APPROVAL
     assert (approval.kind, approval.instance_type, approval.requested_by) == ("training", "ml.p3.2xlarge", CALLER)
     assert created_for(stack, job_id) == []
