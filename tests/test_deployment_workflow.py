@@ -7,20 +7,23 @@ UpdateEndpoint, Updating, per-variant metrics per guard reading, autoscaling err
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 
-from sluice.approvals.models import approval_id_for
-from sluice.approvals.store import ApprovalStore
 from sluice.jobs.kinds.deployment.models import DeploymentExecutionInput, ResolvedAutoscaling, ResolvedGuards
 from sluice.jobs.models import Job, JobKind, JobStatus
-from tests.api_support import event
-from tests.conftest import FIXTURES, load_handler
+from tests.conftest import FIXTURES
 from tests.deployment_support import Traffic, deployment_stack
-from tests.jobs_support import for_path_id
-from tests.workflow_support import history, new_job_id, start_execution, states_entered, wait_for_execution
+from tests.workflow_support import (
+    decide,
+    history,
+    new_job_id,
+    pending_approval,
+    start_execution,
+    states_entered,
+    wait_for_execution,
+)
 
 MACHINE = "DeploymentStateMachineArn"
 GOOD = Traffic(invocations=100, errors=0, latency_ms=40, low_confidence=1)
@@ -534,20 +537,6 @@ def test_ab_keeps_its_split_and_is_never_promoted(stack):
 
 
 # ---------------------------------------------------------------------- approvals
-def pending_approval(stack, job_id: str, timeout: float = 10):
-    approvals = ApprovalStore(stack.client("dynamodb"), stack.deployment.outputs["ApprovalsTableName"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        approval = approvals.get(approval_id_for("deployment", job_id))
-        if approval is not None:
-            return approval
-        time.sleep(0.05)
-    raise AssertionError(f"no approval requested for {job_id}")
-
-
-def decide(lambda_context, decision: str, approval_id: str, reason: str) -> dict:
-    evt = for_path_id(event(f"approval-{decision}", body={"reason": reason}), "approval_id", approval_id)
-    return load_handler("api").lambda_handler(evt, lambda_context)
 
 
 def test_approval_approved_then_deployed(stack, lambda_context):
@@ -555,13 +544,9 @@ def test_approval_approved_then_deployed(stack, lambda_context):
     world.script(world.reading(GOOD))
     execution_input = submit(world, instance_type="ml.p3.2xlarge", weights=[100])
     arn = start(world, execution_input)
-    approval = pending_approval(stack, execution_input.job_id)
+    approval = pending_approval(stack, "deployment", execution_input.job_id)
     assert approval.kind == "deployment"
-    # The request is recorded first, then the job moves to AWAITING_APPROVAL (approvals.requests).
-    deadline = time.monotonic() + 10
-    while stack.store().get(execution_input.job_id).status != JobStatus.AWAITING_APPROVAL:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    assert stack.store().get(execution_input.job_id).status == JobStatus.AWAITING_APPROVAL
     assert decide(lambda_context, "approve", approval.approval_id, "GPU canary")["statusCode"] == 200
 
     assert wait_for_execution(stack, arn, timeout=60)["status"] == "SUCCEEDED"
@@ -573,7 +558,7 @@ def test_approval_denied_changes_nothing(stack, lambda_context):
     world = World(stack)
     execution_input = submit(world, instance_type="ml.p3.2xlarge")
     arn = start(world, execution_input)
-    approval = pending_approval(stack, execution_input.job_id)
+    approval = pending_approval(stack, "deployment", execution_input.job_id)
     decide(lambda_context, "deny", approval.approval_id, "too large")
 
     wait_for_execution(stack, arn)

@@ -8,12 +8,9 @@ shortage, an algorithm error or a stop, and "checkpoints" into the run's checkpo
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from sluice.approvals.models import Approval, approval_id_for
-from sluice.approvals.store import ApprovalStore
 from sluice.jobs.kinds.training.models import MetricDefinitionSpec, RegisterSpec, TrainingExecutionInput
 from sluice.jobs.models import Job, JobKind, JobStatus
 from sluice.settings import get_settings
@@ -22,7 +19,16 @@ from tests.api_support import event
 from tests.conftest import FIXTURES, load_handler
 from tests.jobs_support import as_caller, for_path_id
 from tests.training_support import CHECKPOINT_METRIC, RESUME_METRIC, Attempt, training_stack
-from tests.workflow_support import CALLER, history, new_job_id, start_execution, states_entered, wait_for_execution
+from tests.workflow_support import (
+    CALLER,
+    decide,
+    history,
+    new_job_id,
+    pending_approval,
+    start_execution,
+    states_entered,
+    wait_for_execution,
+)
 
 MACHINE = "TrainingStateMachineArn"
 TO_RUNNING = ["Plan first attempt", "Approval needed?", "Mark job running", "Job still wanted?", "Begin first attempt"]
@@ -613,20 +619,6 @@ def test_gate_a_metric_below_the_threshold_registers_a_rejected_version(stack):
 
 
 # ---------------------------------------------------------------------- approvals
-def pending_approval(stack, job_id: str, timeout: float = 10) -> Approval:
-    approvals = ApprovalStore(stack.client("dynamodb"), stack.deployment.outputs["ApprovalsTableName"])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        approval = approvals.get(approval_id_for("training", job_id))
-        if approval is not None:
-            return approval
-        time.sleep(0.05)
-    raise AssertionError(f"no approval requested for {job_id}")
-
-
-def decide(lambda_context, decision: str, approval_id: str, reason: str) -> dict:
-    evt = for_path_id(event(f"approval-{decision}", body={"reason": reason}), "approval_id", approval_id)
-    return load_handler("api").lambda_handler(evt, lambda_context)
 
 
 def test_approval_path_an_operator_approves_and_the_run_trains(stack, lambda_context):
@@ -635,11 +627,7 @@ def test_approval_path_an_operator_approves_and_the_run_trains(stack, lambda_con
     stack.training.attempts[name(execution_input, 1)] = Attempt(checkpoint=40)
     execution_arn = start(stack, execution_input)
 
-    approval = pending_approval(stack, job_id)
-    # The request is recorded first, then the job moves to AWAITING_APPROVAL (approvals.requests).
-    deadline = time.monotonic() + 10
-    while stack.store().get(job_id).status != JobStatus.AWAITING_APPROVAL and time.monotonic() < deadline:
-        time.sleep(0.05)
+    approval = pending_approval(stack, "training", job_id)
     assert stack.store().get(job_id).status == JobStatus.AWAITING_APPROVAL
     assert (approval.kind, approval.instance_type, approval.requested_by) == ("training", "ml.p3.2xlarge", CALLER)
     assert created_for(stack, job_id) == []
@@ -659,7 +647,7 @@ def test_approval_path_an_operator_approves_and_the_run_trains(stack, lambda_con
 def test_approval_path_an_operator_denies_and_nothing_trains(stack, lambda_context):
     execution_input = submit(stack, instance_type="ml.p3.2xlarge")
     execution_arn = start(stack, execution_input)
-    approval = pending_approval(stack, execution_input.job_id)
+    approval = pending_approval(stack, "training", execution_input.job_id)
     decide(lambda_context, "deny", approval.approval_id, "ml.m5.xlarge is enough for iris")
 
     assert wait_for_execution(stack, execution_arn)["status"] == "SUCCEEDED"
@@ -675,7 +663,7 @@ def test_approval_path_an_operator_denies_and_nothing_trains(stack, lambda_conte
 def test_approval_path_nobody_decides_and_the_run_fails_with_approval_timed_out(stack):
     execution_input = submit(stack, instance_type="ml.p4d.24xlarge")
     execution_arn = start(stack, execution_input)
-    pending_approval(stack, execution_input.job_id)
+    pending_approval(stack, "training", execution_input.job_id)
 
     assert wait_for_execution(stack, execution_arn, timeout=30)["status"] == "SUCCEEDED"
     path = states_entered(stack, execution_arn)

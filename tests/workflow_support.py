@@ -432,3 +432,31 @@ def states_entered(stack: JobsStack, execution_arn: str) -> list[str]:
 
 def new_job_id() -> str:
     return f"job-{uuid.uuid4().hex[:20]}"
+
+
+# ---------------------------------------------------------------------- approvals, as an operator sees them
+def pending_approval(stack: Any, kind: str, job_id: str, timeout: float = 10) -> Any:
+    """The approval a workflow asked for, once its job shows AWAITING_APPROVAL: the request is recorded
+    first and the job moved next (sluice.approvals.requests), so a test must not look in between."""
+    from sluice.approvals.models import approval_id_for
+    from sluice.approvals.store import ApprovalStore
+    from sluice.jobs.models import JobStatus
+
+    approvals = ApprovalStore(stack.client("dynamodb"), stack.deployment.outputs["ApprovalsTableName"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        approval = approvals.get(approval_id_for(kind, job_id))
+        if approval is not None and stack.store().get(job_id).status == JobStatus.AWAITING_APPROVAL:
+            return approval
+        time.sleep(0.05)
+    raise AssertionError(f"no approval requested for {job_id}")
+
+
+def decide(lambda_context: Any, decision: str, approval_id: str, reason: str) -> dict:
+    """An operator approves or denies through the API (POST /v1/approvals/{id}/approve|deny)."""
+    from tests.api_support import event
+    from tests.conftest import load_handler
+    from tests.jobs_support import for_path_id
+
+    evt = for_path_id(event(f"approval-{decision}", body={"reason": reason}), "approval_id", approval_id)
+    return load_handler("api").lambda_handler(evt, lambda_context)

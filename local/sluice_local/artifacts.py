@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sluice_local._http import LOOPBACK
+from sluice_local.embedded_clients import embedded_s3
 from sluice_local.models import ModelStartError, RunningModel, start_model
 
 log = logging.getLogger("sluice_local.artifacts")
@@ -112,14 +111,7 @@ class TrainedModels:
 
     def _client(self) -> Any:
         if self._s3 is None:
-            self._s3 = boto3.session.Session().client(
-                "s3",
-                endpoint_url=self.aws_url,
-                region_name=self.region,
-                aws_access_key_id="local",
-                aws_secret_access_key="local",  # noqa: S106 - the embedded AWS takes any credentials
-                config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-            )
+            self._s3 = embedded_s3(self.aws_url, self.region)
         return self._s3
 
 

@@ -81,14 +81,14 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.core.responses import EmptyResult
 from moto.core.utils import utcnow
 from moto.sagemaker import models as sagemaker_models
 from moto.sagemaker import responses as sagemaker_responses
 from moto.sagemaker.exceptions import ResourceInUseException, ValidationError
+
+from sluice_local.embedded_clients import embedded_s3
 
 log = logging.getLogger("sluice_local.training")
 
@@ -509,14 +509,7 @@ class TrainingRunner:
     # ------------------------------------------------------------------ S3
     def _client(self) -> Any:
         if self._s3 is None:
-            self._s3 = boto3.session.Session().client(
-                "s3",
-                endpoint_url=self.aws_url,
-                region_name=self.region,
-                aws_access_key_id="local",
-                aws_secret_access_key="local",  # noqa: S106 - the embedded AWS takes any credentials
-                config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-            )
+            self._s3 = embedded_s3(self.aws_url, self.region)
         return self._s3
 
     def _download_channel(self, channel: dict[str, Any], target: Path) -> None:
