@@ -12,7 +12,7 @@ start is skipped once the job has its execution recorded or has moved on.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from botocore.exceptions import ClientError
@@ -89,6 +89,19 @@ def start_execution(job: Job, state_machine_arn: str, setting: str, execution_in
         arn = execution_arn(state_machine_arn, job.job_id)
     services.store().update_details(job.job_id, execution_id=arn)
     return arn
+
+
+def start_once(job: Job, state_machine_arn: str, setting: str, build_input: Callable[[Job], BaseModel]) -> str:
+    """A kind's workflow started for `job`, its input built from the row alone; the job fails saying why when
+    the start does. Safe to repeat: a job whose execution is recorded is not started again (its ARN is
+    returned), and one that moved on without us is left alone ("")."""
+    if job.execution_id:
+        return job.execution_id
+    if already_started(job):
+        return ""
+    execution_input = build_input(job)
+    with failing_on_error(job, "stepfunctions"):
+        return start_execution(job, state_machine_arn, setting, execution_input)
 
 
 @contextmanager

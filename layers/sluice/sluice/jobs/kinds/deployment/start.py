@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sluice.jobs.kinds.deployment.models import DeploymentExecutionInput, ResolvedAutoscaling, ResolvedGuards
 from sluice.jobs.models import Job
-from sluice.jobs.workflow_start import already_started, failing_on_error, start_execution
+from sluice.jobs.workflow_start import start_once
 from sluice.settings import get_settings
 
 
@@ -38,11 +38,9 @@ def deployment_execution_input(job: Job) -> DeploymentExecutionInput:
 
 def start_deployment(job: Job) -> str:
     """Safe to repeat: a job whose execution is recorded is not started again (its ARN is returned)."""
-    if job.execution_id:
-        return job.execution_id
-    if already_started(job):
-        return ""
-    execution_input = deployment_execution_input(job)
-    arn = get_settings().deployment_state_machine_arn
-    with failing_on_error(job, "stepfunctions"):
-        return start_execution(job, arn, "SLUICE_DEPLOYMENT_STATE_MACHINE_ARN", execution_input)
+    return start_once(
+        job,
+        get_settings().deployment_state_machine_arn,
+        "SLUICE_DEPLOYMENT_STATE_MACHINE_ARN",
+        deployment_execution_input,
+    )
